@@ -1,0 +1,141 @@
+"""End to end: a run on a small real MNIST subset leaves a complete, repeatable record."""
+
+import json
+import os
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import compose_cfg, run_py
+from tinycnn.data import load_mnist
+from tinycnn.errors import ConfigError, Diverged, TinycnnError
+from tinycnn.model import build_model
+from tinycnn.record import load_checkpoint
+from tinycnn.runner import pick_device, run
+from tinycnn.train import evaluate
+
+NUMBERS = ("params", "params_by_block", "train_acc", "val_acc", "test_acc", "train_loss",
+           "history", "seed", "config_key")
+
+
+def test_run_writes_a_complete_record(tmp_path):
+    m = run(compose_cfg(), tmp_path)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk == m
+    assert m["status"] == "complete" and m["params"] == 21_614
+    assert list(m["params_by_block"]) == ["initial", "res1", "transition", "res2", "classifier"]
+    for key in ("train_acc", "val_acc", "test_acc"):
+        assert 0.2 < m[key] <= 1.0, key  # 512 images: clearly learning, far from chance
+    assert m["seconds"] > 0 and m["seed"] == 0 and m["device"] == "cpu"
+    assert {"torch", "torchvision", "hydra-core", "optuna", "python"} <= set(m["versions"])
+    assert [h["step"] for h in m["history"]] == [4, 8]  # 8 batches, 2 evals, the last at the end
+    assert m["val_acc"] == m["history"][-1]["val_acc"]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    cfg = OmegaConf.load(tmp_path / "config.yaml")  # resolved: no interpolation left
+    assert cfg.model.blocks.res1.scale == 2.5 and "hydra" not in cfg
+    ckpt = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert ckpt["params"] == 21_614 and ckpt["model"] == OmegaConf.to_container(cfg.model)
+    model = build_model(ckpt["model"])
+    model.load_state_dict(ckpt["state_dict"])
+    data = load_mnist(cfg.data)
+    assert evaluate(model, data, data.test_x, data.test_y) == m["test_acc"]
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
+    a = run(compose_cfg("seed=3"), tmp_path / "a")
+    b = run(compose_cfg("seed=3"), tmp_path / "b")
+    c = run(compose_cfg("seed=4"), tmp_path / "c")
+    assert {k: a[k] for k in NUMBERS} == {k: b[k] for k in NUMBERS}
+    assert a["train_loss"] != c["train_loss"]
+    assert a["config_key"] == c["config_key"]  # seed repeats are one config
+    assert torch.equal(torch.load(tmp_path / "a/model.pt", weights_only=True)["state_dict"]
+                       ["classifier.mlp.0.weight"],
+                       torch.load(tmp_path / "b/model.pt", weights_only=True)["state_dict"]
+                       ["classifier.mlp.0.weight"])
+
+
+def test_validation_split_is_fixed_and_disjoint(mnist_root):
+    a = load_mnist(compose_cfg("data.limit=null", "seed=1").data)
+    b = load_mnist(compose_cfg("data.limit=null", "seed=2").data)
+    assert torch.equal(a.val_x, b.val_x)  # the split does not follow the training seed
+    assert len(a.train_x) == 60_000 - 256 and len(a.val_x) == 256 and len(a.test_x) == 500
+    every = load_mnist(compose_cfg("data.limit=null", "data.val_size=0").data)
+    assert len(every.train_x) == 60_000 and len(every.val_x) == 0
+
+
+def test_diverging_run_is_recorded_as_failed(tmp_path):
+    with pytest.raises(Diverged, match="lower train.lr"):
+        run(compose_cfg("train.lr=1e12", "data.limit=3200"), tmp_path)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "failed" and "Diverged" in m["error"] and m["test_acc"] is None
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_interrupted_write_leaves_no_half_file(tmp_path, monkeypatch):
+    import tinycnn.record as record
+    run(compose_cfg(), tmp_path)
+    before = (tmp_path / "metrics.json").read_text()
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(record.json, "dumps", crash)
+    with pytest.raises(KeyboardInterrupt):
+        record.write_json_atomic(tmp_path / "metrics.json", {"half": True})
+    assert (tmp_path / "metrics.json").read_text() == before
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_config_errors_come_before_data(tmp_path):
+    with pytest.raises(ConfigError, match="data.val_size = 70000"):
+        run(compose_cfg("data.val_size=70000"), tmp_path)
+    with pytest.raises(ConfigError, match="train.lr = -1"):
+        run(compose_cfg("train.lr=-1"), tmp_path)
+    with pytest.raises(ConfigError, match="device = 'tpu'"):
+        pick_device("tpu")
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else
+                                        "mps" if torch.backends.mps.is_available() else "cpu")
+
+
+def test_missing_data_names_the_folder_and_files(tmp_path):
+    with pytest.raises(TinycnnError) as err:
+        load_mnist(compose_cfg(f"data.root={tmp_path}/nowhere").data)
+    msg = str(err.value)
+    assert f"{tmp_path}/nowhere/MNIST/raw" in msg and "t10k-labels-idx1-ubyte" in msg
+    assert "TINYCNN_DATA" in msg
+
+
+def test_run_py_end_to_end(tmp_path):
+    p = run_py("data.limit=256", "data.val_size=256", "data.test_limit=500",
+               f"hydra.run.dir={tmp_path}/run")
+    assert p.returncode == 0, p.stderr
+    assert "21,614" in p.stdout and "train " in p.stdout and " val " in p.stdout
+    assert "test " in p.stdout
+    m = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert m["overrides"][0] == "data.limit=256"
+    assert (tmp_path / "run/.hydra/config.yaml").exists()
+    assert "21,614" in (tmp_path / "run/run.log").read_text()
+    load_checkpoint(tmp_path / "run/model.pt")
+
+
+@pytest.mark.parametrize("override, words", [
+    ("model.blocks.res2.layers.1.groups=5", ["model.blocks.res2.layers.1.groups = 5", "divide"]),
+    ("model.activation=swish", ["model.activation = 'swish'", "leaky_relu"]),
+])
+def test_run_py_bad_config_is_one_clear_error(tmp_path, override, words):
+    # A data root that does not exist: the config error must come first.
+    env = dict(os.environ, TINYCNN_DATA=str(tmp_path / "no-data"))
+    p = run_py(override, f"hydra.run.dir={tmp_path}/run", env=env)
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr and "MNIST" not in p.stderr
+    for w in words:
+        assert w in p.stderr
+
+
+@pytest.mark.slow
+def test_full_paper_run_beats_97_percent(tmp_path):
+    """The paper's recipe on all data (55,000 train after the 5,000 validation images)."""
+    m = run(compose_cfg(small=False), tmp_path)
+    assert m["params"] == 21_614
+    assert m["test_acc"] >= 0.97, m

@@ -1,0 +1,106 @@
+"""Benchmark: one epoch of the paper recipe through tinycnn's pipeline vs the paper's own way
+(torchvision dataset, ToTensor+Normalize per image, a shuffled DataLoader of batch 64), same model
+and recipe, timed in one invocation; then the peak memory of `python run.py model=paper`.
+
+    python -m tinycnn.bench [--skip-memory] [--limit N]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from tinycnn.data import load_mnist
+from tinycnn.model import build_model
+from tinycnn.train import train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def paper_way(cfg, limit):
+    """The paper's train.py loop: per-image PIL -> ToTensor -> Normalize, DataLoader(shuffle)."""
+    from torchvision import datasets, transforms
+    tf = transforms.Compose([transforms.ToTensor(),
+                             transforms.Normalize((cfg.data.mean,), (cfg.data.std,))])
+    ds = datasets.MNIST(cfg.data.root, train=True, download=False, transform=tf)
+    if limit:
+        ds = torch.utils.data.Subset(ds, range(limit))
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.T_max,
+                                                       eta_min=cfg.train.eta_min)
+    start = time.perf_counter()
+    model.train()
+    correct = 0
+    for x, y in loader:
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        correct += (out.argmax(1) == y).sum().item()
+    sched.step()
+    return time.perf_counter() - start, correct / len(ds)
+
+
+def tinycnn_way(cfg):
+    """Loading included: tinycnn pays it once per run, the paper's loader pays it per batch."""
+    start = time.perf_counter()
+    data = load_mnist(cfg.data)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model)
+    result = train(model, data, cfg.train, cfg.seed)
+    return time.perf_counter() - start, result["train_acc"]
+
+
+def peak_rss_mb(argv, env) -> float:
+    """Peak resident memory of one child process (os.wait4 gives that child's own rusage)."""
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr.read().decode()}")
+    return usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--limit", type=int, default=None,
+                    help="train on the first N images only (quick check; default: all 60,000)")
+    ap.add_argument("--skip-memory", action="store_true", help="only time the two pipelines")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=paper train.lr=0.001")
+    args = ap.parse_args(argv)
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        # Same images for both: all 60,000 training images (val_size=0), as the paper trains.
+        over = ["data.val_size=0", "train.evals_per_epoch=0", *args.overrides]
+        if args.limit:
+            over.append(f"data.limit={args.limit}")
+        cfg = compose("config", overrides=over)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
+    t_paper, acc_paper = paper_way(cfg, args.limit)
+    print(f"paper's pipeline   : {t_paper:6.1f} s  (train acc {acc_paper:.4f})")
+    t_ours, acc_ours = tinycnn_way(cfg)
+    print(f"tinycnn's pipeline : {t_ours:6.1f} s  (train acc {acc_ours:.4f}, loading included)")
+    print(f"ratio tinycnn/paper: {t_ours / t_paper:.2f}  (target <= 0.75)")
+    if args.skip_memory:
+        return
+    env = dict(os.environ)
+    base = peak_rss_mb([sys.executable, "-c",
+                        "import torch, torchvision, hydra, optuna"], env)
+    run = peak_rss_mb([sys.executable, "run.py", "model=paper",
+                       f"hydra.run.dir={REPO}/outputs/bench/run"], env)
+    print(f"peak RSS, importing torch+torchvision+hydra+optuna: {base:6.0f} MB")
+    print(f"peak RSS, python run.py model=paper              : {run:6.0f} MB")
+    print(f"difference: {run - base:.0f} MB  (target <= 300 MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""MNIST as in-memory tensors: loaded once through torchvision, batches cut by index later."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.datasets import MNIST
+
+from tinycnn.errors import ConfigError, TinycnnError
+
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+TRAIN_SIZE = 60_000
+
+
+@dataclass
+class Data:
+    """Images stay uint8 (N, 1, 28, 28): a quarter of float32's memory; normalise() per batch."""
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: float
+    std: float
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255 - self.mean) / self.std  # uint8 -> float, ~N(0, 1)
+
+
+def check_data_cfg(data_cfg) -> None:
+    """Fail before loading anything if the split cannot work."""
+    val = data_cfg.val_size
+    if isinstance(val, bool) or not isinstance(val, int) or not 0 <= val < TRAIN_SIZE:
+        raise ConfigError(f"data.val_size = {val!r}: expected a whole number from 0 (train on all "
+                          f"{TRAIN_SIZE:,} images, as the paper did) to {TRAIN_SIZE - 1:,}")
+    for key in ("limit", "test_limit"):
+        v = data_cfg.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(f"data.{key} = {v!r}: expected a positive number of images, "
+                              "or null for all of them")
+    if not data_cfg.std > 0:
+        raise ConfigError(f"data.std = {data_cfg.std!r}: expected a positive number")
+
+
+def _mnist(root: Path, train: bool, download: bool) -> MNIST:
+    try:
+        return MNIST(str(root), train=train, download=download)
+    except Exception as exc:  # torchvision raises RuntimeError when absent, URLError etc. offline
+        if download:
+            raise TinycnnError(
+                f"MNIST is not in {root / 'MNIST' / 'raw'} and could not be downloaded ({' '.join(str(exc).split())[:300]}). "
+                f"Put the four files {', '.join(FILES)} there (torchvision's layout), or point "
+                "data.root (or the TINYCNN_DATA environment variable) at the folder that holds "
+                "MNIST/raw/.") from None
+        raise
+
+
+def load_mnist(data_cfg, device: torch.device | str = "cpu") -> Data:
+    """Train/val/test tensors on `device`. The validation images are held out of the 60,000
+    training images by a fixed split seed, so every run and trial is selected on the same images;
+    the 10,000 test images are only ever used for reporting."""
+    check_data_cfg(data_cfg)
+    root = Path(str(data_cfg.root)).expanduser().resolve()
+    try:
+        train, test = _mnist(root, True, False), _mnist(root, False, False)
+    except Exception:
+        train, test = _mnist(root, True, True), _mnist(root, False, True)
+    x, y = train.data.unsqueeze(1), train.targets  # (60000, 1, 28, 28) uint8
+    g = torch.Generator().manual_seed(int(data_cfg.split_seed))
+    perm = torch.randperm(len(x), generator=g)
+    val_idx, train_idx = perm[:data_cfg.val_size], perm[data_cfg.val_size:].sort().values
+    if data_cfg.get("limit"):
+        train_idx = train_idx[:data_cfg.limit]
+    tx, ty = test.data.unsqueeze(1), test.targets
+    if data_cfg.get("test_limit"):
+        tx, ty = tx[:data_cfg.test_limit], ty[:data_cfg.test_limit]
+    to = lambda t: t.contiguous().to(device)  # noqa: E731
+    return Data(to(x[train_idx]), to(y[train_idx]), to(x[val_idx]), to(y[val_idx]), to(tx), to(ty),
+                float(data_cfg.mean), float(data_cfg.std))

@@ -1,0 +1,102 @@
+"""The run record: resolved config, metrics.json and weights, written so a crash never leaves a
+half-written file (each goes to a temporary file first, then os.replace puts it in place)."""
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from tinycnn.errors import TinycnnError
+
+CHECKPOINT_FORMAT = "tinycnn"
+CHECKPOINT_VERSION = 1
+# Keys that do not change what is trained, so runs differing only in them are the same config.
+NOT_PART_OF_CONFIG = ("seed", "optuna", "hydra", "device")
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a record is for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path, obj) -> None:
+    _atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def write_text_atomic(path, text: str) -> None:
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
+def plain(cfg) -> dict:
+    """A resolved, plain-dict copy of a config (DictConfig or dict)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return json.loads(json.dumps(cfg))
+
+
+def config_key(cfg) -> str:
+    """Hash of what determines the trained network and recipe: seeds, device, the data's location
+    and Optuna bookkeeping left out, so seed repeats of one config share a key."""
+    c = {k: v for k, v in plain(cfg).items() if k not in NOT_PART_OF_CONFIG}
+    c.get("data", {}).pop("root", None)
+    return hashlib.sha1(json.dumps(c, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("tinycnn", "torch", "torchvision", "hydra-core", "omegaconf", "optuna", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def save_checkpoint(path, model, model_cfg, data_cfg, metrics: dict) -> None:
+    """Weights plus everything needed to rebuild them: opens with torch.load(weights_only=True)."""
+    ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": plain(model_cfg),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "params": model.num_params, "params_by_block": model.param_table(),
+            "data": {"mean": float(data_cfg.mean), "std": float(data_cfg.std)},
+            "metrics": metrics}
+    _atomic(path, lambda f: torch.save(ckpt, f))
+
+
+def load_checkpoint(path) -> dict:
+    """Load a tinycnn checkpoint safely (weights_only=True: no arbitrary code is unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TinycnnError(f"{path}: no such file; expected a model.pt written by a tinycnn run")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TinycnnError(f"{path} is not a tinycnn checkpoint: torch.load(weights_only=True) "
+                           f"refused it ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+                           "Expected a model.pt from a tinycnn run folder.") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT \
+            or not {"model", "state_dict"} <= set(ckpt):
+        raise TinycnnError(f"{path} is not a tinycnn checkpoint (it has no 'format: tinycnn' "
+                           "header with model config and weights); expected a model.pt from a "
+                           "tinycnn run folder.")
+    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
+        raise TinycnnError(f"{path} is a tinycnn checkpoint of format version {ckpt['version']}; "
+                           f"this tinycnn reads up to version {CHECKPOINT_VERSION}. Upgrade tinycnn.")
+    return ckpt
