@@ -6,6 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import compose_cfg
 from tinycnn.errors import ConfigError
 from tinycnn.model import build_model, format_param_table
 
@@ -64,8 +65,13 @@ def test_instance_norm_trap_and_the_per_sample_reading():
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in CONF.glob("*.yaml")))
 def test_every_preset_gives_logits(preset):
-    m = build_model(OmegaConf.load(CONF / f"{preset}.yaml"))
+    m = build_model(compose_cfg(f"model={preset}").model)  # composed: presets may inherit
     assert m(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+    assert m(torch.randn(1, 1, 28, 28)).shape == (1, 10)
+
+
+def test_gap_preset():
+    assert build_model(compose_cfg("model=paper_gap").model).num_params == 3_182
 
 
 def test_variations_of_the_paper():

@@ -118,9 +118,10 @@ def plan(model_cfg) -> dict:
                           "'same' padding keeps the image size")
                 groups = _int(f"{lw}.groups", layer.get("groups", 1))
                 if c % groups or out % groups:
-                    _fail(f"{lw}.groups", groups,
-                          f"groups must divide both the input ({c}) and output ({out}) channels; "
-                          f"divisors of {c}: {_divisors(c)}; of {out}: {_divisors(out)}")
+                    fits = f"divisors of {c}: {_divisors(c)}" + \
+                        (f"; of {out}: {_divisors(out)}" if out != c else "")
+                    _fail(f"{lw}.groups", groups, f"groups must divide both the input ({c}) and "
+                          f"output ({out}) channels; {fits}")
                 c = out
             if kind == "residual" and scale and c != c_in and not projection:
                 _fail(f"{where}.layers.{len(layers) - 1}.out", c,
