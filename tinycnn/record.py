@@ -9,7 +9,6 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tinycnn.errors import TinycnnError
@@ -72,6 +71,7 @@ def versions() -> dict:
 
 def save_checkpoint(path, model, model_cfg, data_cfg, metrics: dict) -> None:
     """Weights plus everything needed to rebuild them: opens with torch.load(weights_only=True)."""
+    import torch  # here, not at the top: reading records (tinycnn compare) needs no torch
     ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": plain(model_cfg),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "params": model.num_params, "params_by_block": model.param_table(),
@@ -82,15 +82,18 @@ def save_checkpoint(path, model, model_cfg, data_cfg, metrics: dict) -> None:
 
 def load_checkpoint(path) -> dict:
     """Load a tinycnn checkpoint safely (weights_only=True: no arbitrary code is unpickled)."""
+    import torch
     path = Path(path)
     if not path.is_file():
         raise TinycnnError(f"{path}: no such file; expected a model.pt written by a tinycnn run")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise TinycnnError(f"{path} is not a tinycnn checkpoint: torch.load(weights_only=True) "
-                           f"refused it ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
-                           "Expected a model.pt from a tinycnn run folder.") from None
+        # Not torch's own message: it suggests weights_only=False, i.e. running foreign code.
+        raise TinycnnError(f"{path} is not a tinycnn checkpoint: it is not a torch file, it is "
+                           "damaged, or it holds objects that torch.load(weights_only=True) "
+                           f"refuses ({type(exc).__name__}). Expected a model.pt from a tinycnn "
+                           "run folder; tinycnn never unpickles arbitrary objects.") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT \
             or not {"model", "state_dict"} <= set(ckpt):
         raise TinycnnError(f"{path} is not a tinycnn checkpoint (it has no 'format: tinycnn' "

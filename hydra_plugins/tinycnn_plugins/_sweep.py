@@ -1,0 +1,564 @@
+"""The tinycnn_optuna sweeper at work: ask Optuna for a trial, compose its config, build the model
+to count its parameters, launch the trials that fit the budget through Hydra's launcher, tell
+Optuna how each ended.
+
+The study lives in a storage (SQLite by default), never in this process, so several sweeps
+running the same command against one storage share the work: Optuna numbers trials atomically,
+each worker stops once the study holds n_trials, and every trial's job reports to its trial
+through the storage (pruning works whatever launcher runs it).
+"""
+
+import copy
+import logging
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import optuna
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus, configure_log
+from hydra.errors import CompactHydraException
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from optuna.trial import TrialState
+
+from tinycnn.errors import ConfigError
+from tinycnn.study import make_pruner, open_storage, pruner_settings, storage_url
+
+from ._search_space import SpaceError, format_value, parse_space, quote
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = {"val_acc": "maximize", "params": "minimize"}
+SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+            "nsga2": optuna.samplers.NSGAIISampler}
+# The settings each sampler takes from hydra.sweeper.sampler (besides seed).
+SAMPLER_SETTINGS = {"tpe": ("n_startup_trials", "multivariate"), "random": (),
+                    "nsga2": ("population_size",)}
+# A sweep is judged broken only after this many failures, so one unlucky trial early on (1 of 1
+# = 100%) does not stop it; after that, max_failure_rate decides.
+MIN_FAILURES_TO_STOP = 3
+RESULTS_FILE = "optimization_results.yaml"
+
+
+class SweepError(CompactHydraException, ConfigError):
+    """Printed by Hydra as its message alone (no traceback); also a tinycnn ConfigError."""
+
+
+@dataclass
+class Candidate:
+    """A trial asked of Optuna and checked, ready to launch."""
+    trial: optuna.Trial
+    overrides: List[str]      # the trial's own: fixed ones and the searched values
+    job: List[str]            # what the launcher gets: the above plus Optuna and folder settings
+    dir: Path
+    params: int
+    params_by_block: Dict[str, int]
+    baseline: bool
+
+
+class OptunaSweep:
+    def __init__(self, settings: Dict[str, Any]) -> None:
+        self.s = {k: _plain(v) for k, v in settings.items()}
+        self.counts: Counter = Counter()   # this worker's trials by state
+        self.errors: List[str] = []        # this worker's failures, for the stop message
+
+    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+        self.sweep_dir = Path(os.path.abspath(str(config.hydra.sweep.dir)))
+        self.job_idx = 0
+
+    # ------------------------------------------------------------------ settings
+    def _settings(self) -> None:
+        s = self.s
+        try:
+            self.n_trials = _whole(s, "n_trials", 1)
+            self.n_jobs = _whole(s, "n_jobs", 1)
+            self.max_params = _whole(s, "max_params", 1)
+            rate = s.get("max_failure_rate")
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+                raise SweepError(f"hydra.sweeper.max_failure_rate = {rate!r}: expected a number "
+                                 "from 0 (stop at the first failures) to 1 (never stop)")
+            self.max_failure_rate = float(rate)
+            self.study_name = str(s.get("study_name") or "").strip()
+            if not self.study_name:
+                raise SweepError("hydra.sweeper.study_name is empty: name the study (a sweep "
+                                 "continues the study of that name in the storage)")
+            objectives = s.get("objectives") or []
+            objectives = [objectives] if isinstance(objectives, str) else list(objectives)
+            bad = [o for o in objectives if o not in OBJECTIVES]
+            if bad or "val_acc" not in objectives or len(set(objectives)) != len(objectives):
+                why = (f"{bad[0]!r} is not an objective" if bad else
+                       "val_acc must be among them, once each")
+                hint = (" (test accuracy is recorded for every trial but never optimised: the "
+                        "test set is for reporting only)" if "test_acc" in bad else "")
+                raise SweepError(f"hydra.sweeper.objectives = {objectives}: {why}{hint}. Use "
+                                 "[val_acc] (maximise validation accuracy) or [val_acc, params] "
+                                 "(also minimise parameters: a Pareto front).")
+            self.objectives = objectives
+            self.directions = [OBJECTIVES[o] for o in objectives]
+            self.storage_url = storage_url(s.get("storage") or "")
+            self.pruner_spec = pruner_settings(s.get("pruner"))
+            self.pruner = make_pruner(self.pruner_spec)
+            if len(objectives) > 1 and not isinstance(self.pruner, optuna.pruners.NopPruner):
+                raise SweepError(f"hydra.sweeper.pruner.name = {self.pruner_spec.get('name')!r} "
+                                 f"with objectives {objectives}: Optuna cannot prune a "
+                                 "multi-objective study. Use pruner.name=none, or "
+                                 "objectives=[val_acc].")
+            self.sampler_spec = dict(s.get("sampler") or {"name": "tpe"})
+            self._sampler(self.sampler_spec.get("seed"))  # fail now on a bad name or setting
+        except ConfigError as exc:
+            if isinstance(exc, SweepError):
+                raise
+            raise SweepError(str(exc)) from None
+
+    def _sampler(self, seed: Optional[int]) -> optuna.samplers.BaseSampler:
+        spec = self.sampler_spec
+        name = str(spec.get("name", "tpe")).lower()
+        if name not in SAMPLERS:
+            raise SweepError(f"hydra.sweeper.sampler.name = {name!r}: unknown sampler; use one "
+                             f"of {', '.join(SAMPLERS)}")
+        kwargs = {k: spec[k] for k in SAMPLER_SETTINGS[name] if k in spec}
+        try:
+            return SAMPLERS[name](seed=seed, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise SweepError(f"hydra.sweeper.sampler = {spec}: the {name} sampler refused its "
+                             f"settings: {exc}") from None
+
+    def _space(self, arguments: List[str]) -> None:
+        try:
+            self.dims, self.fixed, fixed_from_params = parse_space(self.s.get("params") or {},
+                                                                   arguments)
+        except SpaceError as exc:
+            raise SweepError(str(exc)) from None
+        if not self.dims:
+            raise SweepError("nothing to search: hydra.sweeper.params is empty and the command "
+                             "line has no sweep (e.g. train.lr=interval(1e-4,1e-2)). Pick a "
+                             "space with sweeps=NAME (see sweeps/), or add one.")
+        choices = self.config.hydra.runtime.choices
+        for d in self.dims.values():
+            if d.name == "hydra" or d.name.startswith("hydra."):
+                raise SweepError(f"{d.key}={d.spec}: Hydra's own settings cannot be searched")
+            if d.key.startswith("+") or d.name in choices:
+                continue
+            if OmegaConf.select(self.config, d.name, default=_MISSING) is _MISSING:
+                raise SweepError(f"{d.key}={d.spec}: {d.name!r} is not a key of the config "
+                                 "(print it with `python run.py --cfg job`); to add a new key, "
+                                 f"write +{d.name}")
+        # Checking a trial needs only its model config. Composing it the full Hydra way takes
+        # ~0.3 s; when the search touches values only (no config group), applying the trial's
+        # overrides to a copy of the composed master config gives the same config in ~20 ms.
+        self.parser = OverridesParser.create()
+        extra = self.parser.parse_overrides(fixed_from_params)
+        self.fast_compose = not any(d.name in choices for d in self.dims.values()) and not any(
+            o.key_or_group in choices for o in extra)
+        if self.fast_compose:
+            base = OmegaConf.to_container(self.config, resolve=False)
+            base.pop("hydra", None)
+            self.base_cfg = OmegaConf.create(base)
+            OmegaConf.set_struct(self.base_cfg, True)
+            try:
+                ConfigLoaderImpl._apply_overrides_to_config(extra, self.base_cfg)
+            except Exception as exc:
+                raise SweepError(f"hydra.sweeper.params: {_first_line(exc)}") from None
+        if OmegaConf.select(self.config, "data.val_size") == 0:
+            raise SweepError("data.val_size = 0: a sweep selects networks by validation "
+                             "accuracy, so it needs a validation split held out of the training "
+                             "images. Set data.val_size to a positive number (default 5000); "
+                             "the test set is never used for selection.")
+
+    # ------------------------------------------------------------------ study
+    def _open_study(self) -> optuna.Study:
+        storage = open_storage(self.storage_url)
+        seed = self.sampler_spec.get("seed")
+        try:
+            # Creating is atomic in the storage: exactly one of several workers started at once
+            # creates the study. That one seeds its sampler and enqueues the paper's preset.
+            study = optuna.create_study(storage=storage, sampler=self._sampler(seed),
+                                        pruner=self.pruner, study_name=self.study_name,
+                                        directions=self.directions)
+            self.created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            # Joining a study (a second worker, or a re-run continuing it): draw from fresh
+            # entropy, or two workers with one seed would propose the very same networks.
+            study = optuna.load_study(study_name=self.study_name, storage=storage,
+                                      sampler=self._sampler(None), pruner=self.pruner)
+            self.created = False
+        have = [d.name.lower() for d in study.directions]
+        if have != self.directions:
+            names = {v: k for k, v in OBJECTIVES.items()}
+            raise SweepError(
+                f"study {self.study_name!r} in {self.storage_url} was created for "
+                f"{[names.get(d, d) for d in have]} ({', '.join(have)}); this sweep asks for "
+                f"hydra.sweeper.objectives = {self.objectives}. Use another "
+                "hydra.sweeper.study_name, or the study's objectives.")
+        space = {d.name: d.spec for d in self.dims.values()}
+        old = study.user_attrs.get("search_space")
+        if old is not None and old != space:
+            log.warning("study %r was searched over another space before; Optuna's sampler now "
+                        "learns from both (use a new hydra.sweeper.study_name to start afresh)",
+                        self.study_name)
+        study.set_user_attr("search_space", space)
+        study.set_user_attr("fixed_overrides", self.fixed)
+        study.set_user_attr("max_params", self.max_params)
+        study.set_user_attr("objectives", self.objectives)
+        return study
+
+    def _enqueue_baseline(self, study: optuna.Study) -> None:
+        """The config's own values (the paper preset) as the first trial, if the space has them."""
+        choices = self.config.hydra.runtime.choices
+        params, missing = {}, []
+        for d in self.dims.values():
+            value = choices[d.name] if d.name in choices else OmegaConf.select(
+                self.config, d.name, default=_MISSING)
+            if isinstance(value, (DictConfig, ListConfig)):
+                value = OmegaConf.to_container(value, resolve=True)
+            if value is _MISSING or not d.contains(value):
+                missing.append(f"{d.name}={'(unset)' if value is _MISSING else value!r}")
+            else:
+                params[d.name] = d.external(value)
+        if missing:
+            log.info("baseline not enqueued: the config's own value is outside the space for %s",
+                     ", ".join(missing))
+            return
+        study.enqueue_trial(params, user_attrs={"baseline": True}, skip_if_exists=True)
+        log.info("baseline: the config's own values are enqueued as the first trial")
+
+    # ------------------------------------------------------------------ sweep
+    def sweep(self, arguments: List[str]) -> Any:
+        self._settings()
+        self._space(arguments)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from here
+        study = self._open_study()
+        if self.created:
+            self._enqueue_baseline(study)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        have = _taken(study)
+        log.info("study %r (%s) in %s: %d of %d trials there; %d dimensions, budget %s params, "
+                 "sampler %s, pruner %s; trial folders in %s", self.study_name,
+                 ", ".join(self.objectives), self.storage_url, have, self.n_trials,
+                 len(self.dims), f"{self.max_params:,}", self.sampler_spec.get("name", "tpe"),
+                 self.pruner_spec.get("name", "none"), self.sweep_dir)
+        if have >= self.n_trials:
+            log.info("nothing to do: the study already holds n_trials=%d trials (raise "
+                     "hydra.sweeper.n_trials to continue it)", self.n_trials)
+        results = []
+        while True:
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            batch = self._next_batch(study)
+            if not batch:
+                break
+            try:
+                # Job numbers follow trial numbers where they can (Hydra logs "#num").
+                first = batch[0].trial.number
+                consecutive = [c.trial.number for c in batch] == list(range(first, first +
+                                                                            len(batch)))
+                returns = self.launcher.launch([c.job for c in batch], initial_job_idx=(
+                    first if consecutive else self.job_idx))
+            except BaseException as exc:  # Ctrl-C or a launcher failure: leave no trial RUNNING
+                why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                for c in batch:
+                    self._fail(study, c.trial, f"interrupted ({why})")
+                raise
+            self.job_idx += len(batch)
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            for c, ret in zip(batch, returns):
+                self._finish(study, c, ret)
+            results.append(returns)
+            self._check_failure_rate(study)
+        self._summary(study)
+        return results
+
+    def _next_batch(self, study: optuna.Study) -> List[Candidate]:
+        """Up to n_jobs trials that fit the budget; infeasible ones are told on the way."""
+        batch: List[Candidate] = []
+        dists = {d.name: d.distribution for d in self.dims.values()}
+        while len(batch) < self.n_jobs:
+            trials = study.get_trials(deepcopy=False)
+            if sum(t.state != TrialState.WAITING for t in trials) >= self.n_trials:
+                break
+            trial = study.ask(dists)
+            # A new trial's number counts the trials before it (Optuna numbers them atomically
+            # and hands out enqueued ones first). Enqueued ones were asked for: always run.
+            enqueued = trial.number < len(trials)
+            if not enqueued and trial.number >= self.n_trials:
+                # Another worker asked in the same instant and the study was full: Optuna cannot
+                # take a trial back, so this one is closed as failed, marked surplus.
+                trial.set_user_attr("surplus", True)
+                self._fail(study, trial, f"surplus: the study already held n_trials="
+                           f"{self.n_trials} when this worker asked (another worker took the "
+                           "last one)", count=False)
+                self.counts["surplus"] += 1
+                break
+            candidate = self._prepare(study, trial)
+            if candidate is not None:
+                batch.append(candidate)
+        return batch
+
+    def _prepare(self, study: optuna.Study, trial: optuna.Trial) -> Optional[Candidate]:
+        """Compose the trial's config and build its model: a Candidate, or None when it was
+        infeasible (told and recorded here, in a fraction of a second, never trained)."""
+        t0 = time.perf_counter()
+        n = trial.number
+        searched = [d.override(trial.params[d.name]) for d in self.dims.values()]
+        overrides = self.fixed + searched
+        pruner = ",".join(f"{k}:{format_value(v)}" for k, v in self.pruner_spec.items())
+        job = overrides + [
+            f"++optuna.storage={quote(self.storage_url)}",
+            f"++optuna.study={quote(self.study_name)}",
+            f"++optuna.trial={n}",
+            f"++optuna.pruner={{{pruner}}}",
+            f"hydra.sweep.subdir=trial_{n}",
+        ]
+        out_dir = self.sweep_dir / f"trial_{n}"
+        baseline = bool(trial.user_attrs.get("baseline", False))
+        try:
+            if self.fast_compose:
+                cfg = copy.deepcopy(self.base_cfg)
+                ConfigLoaderImpl._apply_overrides_to_config(
+                    self.parser.parse_overrides(searched), cfg)
+            else:
+                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+        except Exception as exc:
+            reason = f"the config could not be composed: {_first_line(exc)}"
+            self._fail(study, trial, reason)
+            raise SweepError(f"trial {n} with overrides {overrides}: {reason}. Check the keys "
+                             "and values of the search space (hydra.sweeper.params, command "
+                             "line).") from None
+
+        from tinycnn.model import build_model  # torch: only once a sweep runs
+        params, table, reason = None, {}, None
+        try:
+            model = build_model(cfg.model)
+            params, table = model.num_params, model.param_table()
+            if params > self.max_params:
+                reason = (f"over budget: {params:,} parameters > max_params "
+                          f"{self.max_params:,}")
+        except ConfigError as exc:
+            reason = f"invalid model: {exc}"
+        except Exception as exc:  # the builder missed a check: still never train it
+            reason = f"invalid model: {type(exc).__name__}: {exc}"
+        if reason is None and OmegaConf.select(cfg, "data.val_size") == 0:
+            reason = "data.val_size = 0: no validation accuracy to optimise"
+        for key, value in {"dir": str(out_dir), "overrides": overrides, "baseline": baseline,
+                           "params": params}.items():
+            trial.set_user_attr(key, value)
+        if params is not None:
+            # Optuna's constraint mechanism: > 0 is infeasible. TPE and NSGA-II rank infeasible
+            # trials after every feasible one, the least violating first, and best_trial(s)
+            # skip them; so the sampler learns where the budget line runs.
+            trial.set_constraint("over_budget", params - self.max_params)
+        if reason is None:
+            return Candidate(trial, overrides, job, out_dir, params, table, baseline)
+
+        # Infeasible. Told as COMPLETE with the worst value, not FAIL or PRUNED: samplers ignore
+        # failed trials (they would propose the same network again), while a complete trial
+        # with a violated constraint is what TPE/NSGA-II learn the feasible region from.
+        if params is None:
+            # Not buildable: as far out as a network of twice the budget.
+            trial.set_constraint("invalid", float(self.max_params))
+        values = [0.0 if o == "val_acc" else float(params if params is not None
+                                                        else 2 * self.max_params)
+                  for o in self.objectives]
+        trial.set_user_attr("state", "infeasible")
+        trial.set_user_attr("reason", reason)
+        self._write_record(out_dir, cfg, {
+            "status": "infeasible", "params": params, "params_by_block": table,
+            "train_acc": None, "val_acc": None, "test_acc": None, "seconds": 0.0,
+            "seed": cfg.get("seed"), "overrides": overrides, "history": [], "error": reason,
+            "trial": n})
+        study.tell(trial, values)
+        self.counts["infeasible"] += 1
+        self._progress(trial.number, "infeasible", None, params,
+                       f"{reason} [{time.perf_counter() - t0:.2f} s]")
+        return None
+
+    def _finish(self, study: optuna.Study, c: Candidate, ret: JobReturn) -> None:
+        trial, n = c.trial, c.trial.number
+        out_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir)) if ret.hydra_cfg else c.dir
+        if out_dir != c.dir:
+            trial.set_user_attr("dir", str(out_dir))
+        metrics = _read_json(out_dir / "metrics.json")
+        value = ret._return_value
+        complete = ret.status == JobStatus.COMPLETED and isinstance(value, (int, float)) \
+            and math.isfinite(value)
+        if complete:
+            metrics["val_acc"] = float(value)  # what the job returned is what Optuna gets
+        for key in ("val_acc", "test_acc", "train_acc", "seconds"):
+            trial.set_user_attr(key, metrics.get(key))
+        if complete:
+            trial.set_user_attr("state", "complete")
+            values = [float(value) if o == "val_acc" else float(c.params)
+                      for o in self.objectives]
+            study.tell(trial, values)
+            self.counts["complete"] += 1
+            self._progress(n, "complete", float(value), c.params)
+        elif ret.status == JobStatus.FAILED and isinstance(value, optuna.TrialPruned):
+            trial.set_user_attr("state", "pruned")
+            study.tell(trial, state=TrialState.PRUNED)
+            self.counts["pruned"] += 1
+            self._progress(n, "pruned", metrics.get("val_acc"), c.params, str(value))
+        else:
+            reason = (f"{type(value).__name__}: {value}" if isinstance(value, BaseException)
+                      else f"the job returned {value!r}, not a validation accuracy")
+            if not metrics:  # failed before training: still leave a record in its folder
+                self._write_record(out_dir, None, {
+                    "status": "failed", "params": c.params, "params_by_block": c.params_by_block,
+                    "val_acc": None, "test_acc": None, "overrides": c.overrides,
+                    "error": reason, "trial": n})
+            self._fail(study, trial, reason)
+
+    def _fail(self, study, trial, reason: str, count: bool = True) -> None:
+        trial.set_user_attr("state", "failed")
+        trial.set_user_attr("reason", reason)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        if count:
+            self.counts["failed"] += 1
+            self.errors.append(f"trial {trial.number}: {reason}")
+            self._progress(trial.number, "failed", None, trial.user_attrs.get("params"), reason)
+
+    def _progress(self, n: int, state: str, val_acc, params, note: str = "") -> None:
+        c = self.counts
+        acc = "   -  " if val_acc is None else f"{val_acc:.4f}"
+        size = "-" if params is None else f"{params:,}"
+        log.info("trial %d %-10s val_acc %s  params %7s | this run: %d complete, %d pruned, "
+                 "%d failed, %d infeasible%s", n, state, acc, size, c["complete"], c["pruned"],
+                 c["failed"], c["infeasible"], f" | {note}" if note else "")
+
+    def _check_failure_rate(self, study: optuna.Study) -> None:
+        failed = self.counts["failed"]
+        launched = failed + self.counts["complete"] + self.counts["pruned"]
+        if failed >= min(MIN_FAILURES_TO_STOP, self.n_trials) and \
+                failed > self.max_failure_rate * launched:
+            self._summary(study)
+            last = "\n  ".join(self.errors[-3:])
+            raise SweepError(
+                f"sweep stopped: {failed} of the {launched} trials this run launched failed, "
+                f"more than max_failure_rate={self.max_failure_rate:g} allows. The last "
+                f"failures:\n  {last}\nEach trial folder's metrics.json has its error; fix the "
+                "cause and run the same command again to continue the study (or raise "
+                "hydra.sweeper.max_failure_rate).")
+
+    # ------------------------------------------------------------------ records
+    def _write_record(self, out_dir: Path, cfg: Optional[DictConfig], metrics: dict) -> None:
+        from tinycnn.record import config_key, plain, write_json_atomic, write_text_atomic
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if cfg is not None:
+            cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+            with open_dict(cfg):
+                cfg.pop("hydra", None)
+            try:
+                resolved = plain(cfg)
+                metrics["config_key"] = config_key(resolved)
+            except Exception:  # an interpolation only a running job can resolve
+                resolved = OmegaConf.to_container(cfg, resolve=False)
+            write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+        write_json_atomic(out_dir / "metrics.json", metrics)
+
+    def _summary(self, study: optuna.Study) -> dict:
+        trials = study.get_trials(deepcopy=False)
+        states = Counter(_state(t) for t in trials)
+        done = [t for t in trials if _state(t) == "complete"]
+        summary: Dict[str, Any] = {
+            "name": "tinycnn_optuna", "study_name": self.study_name, "storage": self.storage_url,
+            "objectives": self.objectives, "max_params": self.max_params,
+            "n_trials": self.n_trials, "trials_in_study": len(trials),
+            "study": {k: states.get(k, 0) for k in
+                      ("complete", "pruned", "failed", "infeasible", "surplus", "running",
+                       "waiting")},
+            "this_run": {k: self.counts.get(k, 0) for k in
+                         ("complete", "pruned", "failed", "infeasible", "surplus")},
+        }
+        base = next((t for t in trials if t.user_attrs.get("baseline")), None)
+        summary["baseline"] = _brief(base) if base else None
+        if done:
+            best = max(done, key=lambda t: (t.user_attrs.get("val_acc") or 0.0,
+                                            -(t.user_attrs.get("params") or 0)))
+            summary["best"] = _brief(best)
+            summary["best_params"] = dict(best.params)
+            summary["best_value"] = best.user_attrs.get("val_acc")
+            if base is not None and _state(base) == "complete":
+                summary["gain_over_baseline"] = round(
+                    summary["best_value"] - base.user_attrs.get("val_acc"), 6)
+        if len(self.objectives) > 1:
+            front = [t for t in study.best_trials if _state(t) == "complete"]
+            summary["pareto_front"] = [_brief(t) for t in sorted(front, key=lambda t: t.number)]
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(summary), self.sweep_dir / RESULTS_FILE)
+
+        st = summary["study"]
+        log.info("study %r: %d trials (n_trials %d): %d complete, %d pruned, %d failed, "
+                 "%d infeasible (never trained)%s", self.study_name, len(trials), self.n_trials,
+                 st["complete"], st["pruned"], st["failed"], st["infeasible"],
+                 f", {st['running']} running" if st["running"] else "")
+        if done:
+            b = summary["best"]
+            line = (f"best: trial {b['trial']} val_acc {b['val_acc']:.4f} params "
+                    f"{b['params']:,} test_acc {_pct(b['test_acc'])} -> {b['dir']}")
+            if summary["baseline"] and summary["baseline"]["state"] == "complete":
+                a = summary["baseline"]
+                line += (f"\nbaseline (paper preset): trial {a['trial']} val_acc "
+                         f"{a['val_acc']:.4f} params {a['params']:,}; best gains "
+                         f"{100 * summary['gain_over_baseline']:+.2f} points")
+            log.info(line)
+        log.info("results: %s", self.sweep_dir / RESULTS_FILE)
+        return summary
+
+
+_MISSING = object()
+
+
+def _taken(study: optuna.Study) -> int:
+    """Trials that count toward n_trials: all but those enqueued and not yet started."""
+    return len(study.get_trials(deepcopy=False, states=(
+        TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)))
+
+
+def _state(t: optuna.trial.FrozenTrial) -> str:
+    if t.user_attrs.get("surplus"):
+        return "surplus"
+    return t.user_attrs.get("state") or t.state.name.lower()
+
+
+def _brief(t: optuna.trial.FrozenTrial) -> dict:
+    a = t.user_attrs
+    return {"trial": t.number, "state": _state(t), "val_acc": a.get("val_acc"),
+            "test_acc": a.get("test_acc"), "params": a.get("params"), "dir": a.get("dir"),
+            "values": dict(t.params)}
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _whole(s: dict, key: str, low: int) -> int:
+    v = s.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise SweepError(f"hydra.sweeper.{key} = {v!r}: expected a whole number >= {low}")
+    return v
+
+
+def _plain(v):
+    return OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) or \
+        OmegaConf.is_list(v) else v
+
+
+def _read_json(path: Path) -> dict:
+    import json
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,71 @@
+"""`hydra/sweeper=tinycnn_optuna`: an Optuna (>= 4) sweeper with a parameter budget.
+
+Hydra imports this module whenever any app starts, so it stays light: the settings and a thin
+class; the work (and the import of optuna and torch) is in _sweep.py, loaded only by a sweep.
+Every setting can be overridden as hydra.sweeper.<name>; sweeps/*.yaml set them per search.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.sweeper import Sweeper
+
+
+@dataclass
+class SamplerConf:
+    name: str = "tpe"                  # tpe | random | nsga2
+    seed: Optional[int] = 0            # seeds the worker that creates the study; see README
+    n_startup_trials: int = 10         # tpe: random trials before it starts modelling
+    multivariate: bool = False         # tpe: model the dimensions jointly
+    population_size: int = 50          # nsga2
+
+
+@dataclass
+class PrunerConf:
+    # Steps are training batches (the runner reports val_acc train.evals_per_epoch times an
+    # epoch). Only the settings of the chosen pruner are used.
+    name: str = "none"                 # none | median | hyperband
+    n_startup_trials: int = 5          # median: complete trials (infeasible ones count) first
+    n_warmup_steps: int = 0            # median: steps of each trial before it may be pruned
+    interval_steps: int = 1            # median
+    n_min_trials: int = 1              # median: trained trials that reached a step, to judge it
+    min_resource: int = 1              # hyperband
+    max_resource: Any = "auto"         # hyperband: steps of a full trial, or auto
+    reduction_factor: int = 3          # hyperband
+
+
+@dataclass
+class TinycnnOptunaConf:
+    _target_: str = "hydra_plugins.tinycnn_plugins.tinycnn_sweeper.TinycnnOptunaSweeper"
+    study_name: str = "tinycnn"
+    # Any Optuna storage: sqlite:///PATH (relative paths are made absolute), postgresql://...,
+    # mysql+pymysql://..., or a journal file path ending in .log.
+    storage: str = "sqlite:///outputs/optuna.db"
+    n_trials: int = 20          # trials in the study in all: a re-run continues up to this many
+    n_jobs: int = 1             # trials per batch handed to the launcher (hydra/launcher=joblib)
+    max_params: int = 25000     # budget: bigger networks are recorded infeasible, never trained
+    objectives: List[str] = field(default_factory=lambda: ["val_acc"])  # or [val_acc, params]
+    sampler: SamplerConf = field(default_factory=SamplerConf)
+    pruner: PrunerConf = field(default_factory=PrunerConf)
+    max_failure_rate: float = 0.5  # stop once more than this share of launched trials failed
+    params: Optional[Dict[str, Any]] = field(default_factory=dict)  # key -> sweep grammar
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="tinycnn_optuna",
+                             node=TinycnnOptunaConf, provider="tinycnn")
+
+
+class TinycnnOptunaSweeper(Sweeper):
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+        self.impl: Any = None
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        from ._sweep import OptunaSweep
+
+        self.impl = OptunaSweep(self.settings)
+        self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        return self.impl.sweep(arguments)

@@ -1,0 +1,247 @@
+"""`tinycnn` command line: read what sweeps found, keep the winner, check it holds.
+
+  tinycnn compare [SOURCE ...]          table of runs / trials (default: the latest sweep)
+  tinycnn export --trial N --name NAME  a trial's network as conf/model/NAME.yaml
+  tinycnn reproduce RUN_DIR             rerun a recorded run and compare its numbers
+  tinycnn evaluate MODEL_PT             test accuracy of saved weights
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from tinycnn.errors import TinycnnError
+from tinycnn.results import DEFAULT_STORAGE
+
+SOURCE_HELP = ("a run folder (outputs/DATE/TIME), a sweep folder (outputs/multirun/DATE/TIME), an "
+               "Optuna study name (looked up in --storage), or an Optuna storage URL / .db / .log "
+               "file (all its studies)")
+
+
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL",
+                   help=f"Optuna storage that study names are looked up in (default: "
+                        f"{DEFAULT_STORAGE}; a path ending in .log is a journal file)")
+    p.add_argument("--outputs", type=Path, default=Path("outputs"), metavar="DIR",
+                   help="where runs are written, for finding the latest sweep (default: outputs)")
+    p.add_argument("--conf-dir", type=Path, default=None, metavar="DIR",
+                   help="the config tree (default: ./conf, else the conf/ beside the package)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinycnn", description="Compare, export, reproduce and evaluate tinycnn runs. "
+        "Training and sweeps are `python run.py ...` (see README).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("compare", help="table of runs or trials: seeds grouped, Pareto marked",
+                       description="Print a table of runs or Optuna trials: seeds of one config "
+                       "grouped (mean ± std), Pareto-optimal rows (val accuracy up, parameters "
+                       "down) and the paper preset marked, settings that differ as columns.")
+    p.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help=SOURCE_HELP + "; several may be given; none: the latest sweep under "
+                   "outputs/multirun")
+    _add_source_options(p)
+    p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table",
+                   help="output format (default: table). json is a list of objects with trial, "
+                   "state, params, val_acc, test_acc, seconds, dir, ...; accuracies as fractions")
+    p.add_argument("--sort", default="state,val_acc", metavar="KEY[:asc|:desc][,KEY...]",
+                   help="sort by columns or settings (default: state,val_acc: complete rows "
+                   "first, then pruned, failed, infeasible; each by val accuracy). Accuracies "
+                   "sort high first, everything else low first, unless :asc or :desc is given")
+    p.add_argument("--top", type=int, default=None, metavar="N", help="show only the first N rows")
+    p.add_argument("--where", action="append", default=[], metavar="EXPR",
+                   help="keep rows where EXPR holds, e.g. 'params<20000', state=complete, "
+                   "res1.scale>=2, val_acc>0.97 (or >97 for percent); repeat to combine (and)")
+    p.add_argument("--settings", default=None, metavar="KEYS",
+                   help="setting columns to show, comma-separated (e.g. res1.scale,train.lr), or "
+                   "none (default: every setting that differs between the rows read)")
+    p.add_argument("--no-group", action="store_true",
+                   help="one row per run instead of one per config with mean ± std over seeds")
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG",
+                   help="also write an accuracy-vs-parameters scatter of the complete rows shown "
+                   "(after --where/--top) to this PNG file")
+    p.add_argument("--max-params", type=int, default=None, metavar="N",
+                   help="budget line in the plot (default: the study's max_params, else 25000)")
+
+    p = sub.add_parser("export", help="write a trial's network as a preset in conf/model/",
+                       description="Write the trial's model config as conf/model/NAME.yaml (and "
+                       "conf/train/NAME.yaml if its training recipe was not the default), then "
+                       "check the preset builds the same network.")
+    p.add_argument("--trial", type=int, default=None, metavar="N",
+                   help="trial / job number to export (optional when the source is one run)")
+    p.add_argument("--name", required=True, help="preset name: `python run.py model=NAME`")
+    p.add_argument("--from", dest="source", default=None, metavar="SOURCE",
+                   help=SOURCE_HELP + " (default: the latest sweep)")
+    p.add_argument("--force", action="store_true", help="overwrite existing presets of that name")
+    _add_source_options(p)
+
+    p = sub.add_parser("reproduce", help="rerun a recorded run and compare its numbers",
+                       description="Train RUN_DIR/config.yaml again (outside any Optuna study) "
+                       "and print recorded vs new metrics. Exit 0 when identical or within "
+                       "--tolerance, 1 otherwise.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                   help="a run folder holding config.yaml and metrics.json")
+    p.add_argument("--tolerance", type=float, default=0.002, metavar="X",
+                   help="largest accepted absolute difference in accuracies and loss (default "
+                   "0.002 = 0.2 percentage points); the parameter count must always match")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="where the rerun is recorded (default: outputs/reproduce/DATE/TIME)")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="MNIST folder to use instead of the recorded data.root")
+    p.add_argument("--quiet", action="store_true", help="do not print the run's own output")
+
+    p = sub.add_parser("evaluate", help="test accuracy of saved weights (model.pt)",
+                       description="Load a tinycnn model.pt safely (weights_only=True), rebuild "
+                       "the network from the config stored with it and report test accuracy.")
+    p.add_argument("checkpoint", type=Path, metavar="MODEL_PT", help="a model.pt from a run folder")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="MNIST folder (default: the run's data.root, else $TINYCNN_DATA)")
+    p.add_argument("--test-limit", type=int, default=None, metavar="N",
+                   help="first N test images only (default: as the run did; 0 = all 10,000)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="evaluation batch (default: the run's train.eval_batch_size); it matters, "
+                   "since BatchNorm without running stats normalises each batch by itself")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--conf-dir", type=Path, default=None, metavar="DIR",
+                   help="the config tree, for defaults when no config.yaml sits beside the weights")
+    return parser
+
+
+def _warn(msg: str) -> None:
+    print(f"tinycnn: warning: {msg}", file=sys.stderr)
+
+
+def _note(msg: str) -> None:
+    print(f"tinycnn: {msg}", file=sys.stderr)
+
+
+def _paper_presets(conf_dir):
+    """The paper model and default recipe, for marking the baseline; (None, None) if not found."""
+    from tinycnn.presets import default_preset, find_conf_dir, load_preset
+    try:
+        conf = find_conf_dir(conf_dir)
+    except TinycnnError:
+        if conf_dir is not None:
+            raise
+        return None, None
+    train = default_preset(conf, "train")
+    return load_preset(conf, "model", "paper"), load_preset(conf, "train", train) if train else None
+
+
+def _collect(args, sources: list[str]):
+    from tinycnn.results import collect
+    found = collect(sources, storage=args.storage, outputs=args.outputs)
+    for line in found.described:
+        _note(line)
+    if found.skipped:
+        _warn(f"skipped {len(found.skipped)} damaged run folder(s):")
+        for path, why in found.skipped:
+            print(f"  {path}: {why}", file=sys.stderr)
+    return found
+
+
+def cmd_compare(args) -> int:
+    from tinycnn import compare as C
+    found = _collect(args, args.sources)
+    if not found.runs:
+        where = ", ".join(args.sources) or "the latest sweep"
+        raise TinycnnError(f"no readable runs in {where} (every run folder was damaged; see the "
+                           "warnings above).")
+    rows = C.group(found.runs, by_seed=not args.no_group)
+    C.mark_pareto(rows)  # over everything read, before --where/--top narrow the view
+    C.mark_baseline(rows, *_paper_presets(args.conf_dir))
+    settings = C.pick_settings(rows, args.settings)  # chosen before filters narrow the rows
+    for expr in args.where:
+        keep = C.parse_where(expr, rows)
+        rows = [r for r in rows if keep(r)]
+    rows = C.sort_rows(rows, args.sort)
+    if args.top is not None:
+        rows = rows[:max(args.top, 0)]
+    _note(C.summary(found.runs) + f"; {len(rows)} row(s) shown")
+    if rows or args.format in ("json", "csv"):
+        print(C.format_rows(rows, args.format, settings))
+    else:
+        _note("no rows left to show after --where/--top.")
+    if args.format in ("table", "markdown") and rows:
+        print("\nval/test %: mean ± std over the seeds of a config (pruned: val at the stop); "
+              "pareto: no other complete config is at least as accurate with no more parameters; "
+              "paper: the paper's network and recipe.")
+    if args.plot is not None:
+        from tinycnn.plot import DEFAULT_MAX_PARAMS, plot_rows
+        budget = args.max_params or found.max_params or DEFAULT_MAX_PARAMS
+        title = ", ".join("/".join(Path(s).resolve().parts[-2:]) if Path(s).exists() else s
+                          for s in args.sources) or "latest sweep"
+        drawn = plot_rows(rows, args.plot, max_params=budget, title=title)
+        _note(f"wrote {args.plot}: {drawn['complete']} complete and {drawn['pruned']} pruned "
+              f"config(s) plotted, budget line at {budget:,}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from tinycnn.export import export_trial, pick_trial
+    from tinycnn.presets import find_conf_dir
+    conf_dir = find_conf_dir(args.conf_dir)
+    found = _collect(args, [args.source] if args.source else [])
+    where = args.source or "the latest sweep"
+    run = pick_trial(found, args.trial, where)
+    result = export_trial(run, args.name, conf_dir, force=args.force, where=where)
+    for note in result.notes:
+        _note(note)
+    print(result.table)
+    print(f"wrote {result.model_path}" + (f" and {result.train_path}" if result.train_path else ""))
+    print(f"checked: model={args.name} builds the trial's network ({result.params:,} params, same "
+          "per-block table).")
+    if result.train_path:
+        print(f"the trial's training recipe differs from the default, so select both: "
+              f"{result.command}")
+    else:
+        print(f"train it: {result.command}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from tinycnn.reproduce import report, reproduce
+    if args.tolerance < 0:
+        raise TinycnnError("--tolerance must be 0 or more.")
+    if not args.quiet:  # the run reports through the "tinycnn" logger, as under Hydra
+        log = logging.getLogger("tinycnn")
+        if not log.handlers:
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    result = reproduce(args.run_dir, out_dir=args.out, tolerance=args.tolerance,
+                       data_root=args.data_root)
+    print(report(result, args.tolerance))
+    return 0 if result.within else 1
+
+
+def cmd_evaluate(args) -> int:
+    from tinycnn.evaluate import evaluate_checkpoint, report
+    result = evaluate_checkpoint(args.checkpoint, data_root=args.data_root,
+                                 test_limit=args.test_limit, batch_size=args.batch_size,
+                                 device=args.device, conf_dir=args.conf_dir)
+    print(report(result, args.checkpoint))
+    return 0
+
+
+COMMANDS = {"compare": cmd_compare, "export": cmd_export, "reproduce": cmd_reproduce,
+            "evaluate": cmd_evaluate}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (TinycnnError, OSError) as exc:  # OSError: a folder or file we may not read/write
+        print(f"tinycnn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinycnn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

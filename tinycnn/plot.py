@@ -1,0 +1,75 @@
+"""Accuracy-vs-parameters scatter of a comparison: every complete config a dot (mean over seeds,
+with a seed-spread error bar), pruned trials as rings, the Pareto front as a step line, the
+parameter budget as a dashed line, the paper preset as a star."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from tinycnn.compare import Row  # noqa: E402
+
+DEFAULT_MAX_PARAMS = 25_000
+
+
+def plot_rows(rows: list[Row], path, max_params: int | None = DEFAULT_MAX_PARAMS,
+              title: str = "") -> dict:
+    """Write the scatter to `path` (PNG); returns how many points of each kind were drawn:
+    {"complete": n, "pruned": m} (a pruned trial at the accuracy it had when it was stopped)."""
+    scored = [r for r in rows if r.val_acc is not None and r.params is not None]
+    done = [r for r in scored if r.state == "complete"]
+    pruned = [r for r in scored if r.state == "pruned"]
+    hidden = len(rows) - len(done) - len(pruned)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+
+    plain = [r for r in done if not r.pareto and not r.baseline]
+    front = sorted((r for r in done if r.pareto), key=lambda r: r.params)
+    paper = [r for r in done if r.baseline]
+
+    def draw(group, **style):
+        if not group:
+            return
+        x = [r.params for r in group]
+        y = [100 * r.val_acc for r in group]
+        err = [100 * (r.stats["val_acc"][1] or 0) for r in group]
+        ax.errorbar(x, y, yerr=err if any(err) else None, linestyle="none", capsize=2,
+                    gid="points", **style)
+
+    draw(pruned, marker="o", markerfacecolor="none", color="0.6", markersize=5,
+         label="pruned (val at stop)")
+    seeded = any(r.n > 1 for r in done)
+    draw(plain, marker="o", color="0.45", markersize=5, alpha=0.9,
+         label="complete (mean ± std over seeds)" if seeded else "complete")
+    draw([r for r in front if not r.baseline], marker="o", color="tab:blue", markersize=7,
+         label="Pareto-optimal")
+    if front:
+        # The front as steps: every point to the right and below it is beaten by one on it.
+        ax.step([r.params for r in front], [100 * r.val_acc for r in front], where="post",
+                color="tab:blue", linewidth=1.2, alpha=0.7)
+    draw(paper, marker="*", color="tab:red", markersize=15, markeredgecolor="black",
+         label="paper preset")
+    for r in paper:
+        ax.annotate(f"paper\n{r.params:,}", (r.params, 100 * r.val_acc), textcoords="offset points",
+                    xytext=(8, -18), fontsize=8, color="tab:red")
+    if max_params:
+        right = max([max_params] + [r.params for r in scored])
+        ax.set_xlim(right=right * 1.04)  # keep the budget line clear of the frame
+        ax.axvline(max_params, color="black", linestyle="--", linewidth=1,
+                   label=f"budget {max_params:,} params")
+
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.grid(True, alpha=0.3)
+    note = f"{len(done)} complete" + (f", {len(pruned)} pruned" if pruned else "") + \
+        (f"; {hidden} failed/infeasible not shown" if hidden else "")
+    ax.set_title(f"{title}\n{note}" if title else note, fontsize=10)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return {"complete": len(done), "pruned": len(pruned)}

@@ -1,0 +1,351 @@
+"""Collect finished runs from where they were recorded: Hydra job folders or Optuna studies.
+
+A source is one of
+  - a run folder (outputs/DATE/TIME, holding metrics.json and config.yaml),
+  - a folder of run folders (a multirun sweep, outputs/multirun/DATE/TIME, or all of outputs/),
+  - an Optuna study name (looked up in --storage),
+  - an Optuna storage URL, .db or .log file (all its studies).
+Every source becomes a list of Run rows. A damaged run folder (no or corrupt metrics.json) is
+skipped with a reason, so one broken job never hides the rest of a sweep.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from tinycnn.errors import TinycnnError
+
+DEFAULT_STORAGE = "sqlite:///outputs/optuna.db"
+STATES = ("complete", "pruned", "failed", "infeasible", "running", "waiting")
+_OPTUNA_STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed",
+                  "RUNNING": "running", "WAITING": "waiting"}
+PRESET_GROUPS = ("model", "train", "data")
+_MAX_DEPTH = 4  # outputs/multirun/DATE/TIME/<n>: `compare outputs` finds every run
+
+
+@dataclass
+class Run:
+    """One trained (or attempted) configuration, whatever recorded it."""
+
+    trial: int | None
+    state: str
+    params: int | None = None
+    val_acc: float | None = None
+    test_acc: float | None = None
+    train_acc: float | None = None
+    seconds: float | None = None
+    seed: int | None = None
+    dir: Path | None = None
+    config: dict | None = None           # resolved config, no hydra node
+    config_key: str | None = None        # same for runs that differ only by seed
+    settings: dict = field(default_factory=dict)  # {dotted.key: value}, to show differences
+    overrides: list = field(default_factory=list)
+    params_by_block: dict | None = None
+    baseline: bool = False
+    reason: str | None = None            # why failed / infeasible
+    source: str = ""
+
+
+class Sources:
+    """Runs read from one or more sources, with what was skipped and what the sources said."""
+
+    def __init__(self):
+        self.runs: list[Run] = []
+        self.skipped: list[tuple[Path, str]] = []   # (folder, why)
+        self.described: list[str] = []              # one line per source, for the user
+        self.max_params: int | None = None          # a study's budget, when it records one
+
+
+class DamagedRun(TinycnnError):
+    """A run folder whose record cannot be read."""
+
+
+def flatten(cfg, prefix: str = "") -> dict:
+    """{"a": {"b": [1, {"c": 2}]}} -> {"a.b.0": 1, "a.b.1.c": 2}: keys as overrides spell them."""
+    if isinstance(cfg, dict):
+        items = cfg.items()
+    elif isinstance(cfg, list):
+        items = enumerate(cfg)
+    else:
+        return {prefix: cfg}
+    out = {}
+    for key, value in items:
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+# Keys that never describe what was trained (where and how it ran, not what).
+_NOT_SETTINGS = ("hydra", "optuna", "data.root", "device", "seed")
+
+
+def _settings(config: dict) -> dict:
+    flat = flatten(config)
+    return {k: v for k, v in flat.items()
+            if not any(k == p or k.startswith(p + ".") for p in _NOT_SETTINGS)}
+
+
+def _load_config(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        cfg = OmegaConf.load(path)
+        cfg = OmegaConf.to_container(cfg, resolve=False)
+    except Exception as exc:
+        raise DamagedRun(f"{path}: unreadable config.yaml ({exc})") from exc
+    return {k: v for k, v in cfg.items() if k != "hydra"} if isinstance(cfg, dict) else None
+
+
+def _preset_choices(job: Path) -> dict:
+    """{"model": "paper", "train": "paper", "data": "mnist"}: the presets Hydra composed the run
+    from (its .hydra/hydra.yaml), so a table can say `model=small18k` and not only its widths."""
+    import yaml
+    path = job / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        with path.open() as f:
+            hydra = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        choices = hydra["hydra"]["runtime"]["choices"]
+    except Exception:  # Hydra's own file: helpful when readable, never a reason to skip a run
+        return {}
+    return {g: choices[g] for g in PRESET_GROUPS if isinstance(choices.get(g), str)}
+
+
+def _config_key(config: dict | None) -> str | None:
+    if config is None:
+        return None
+    from tinycnn.record import config_key
+    try:
+        return config_key(OmegaConf.create(config))
+    except Exception:  # an unresolvable interpolation (an infeasible trial's raw config)
+        return None
+
+
+def _job_number(path: Path) -> int | None:
+    """Hydra's job folder <n>, or the Optuna sweeper's trial_<n>."""
+    name = path.name.removeprefix("trial_")
+    return int(name) if name.isdigit() else None
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists()
+                                 for name in ("metrics.json", "config.yaml", ".hydra"))
+
+
+def read_run(path: Path, source: str = "") -> Run:
+    """One run folder -> Run; raises DamagedRun saying why it cannot be read."""
+    path = Path(path)
+    metrics_path = path / "metrics.json"
+    if not metrics_path.is_file():
+        raise DamagedRun("no metrics.json (still running, or stopped before it finished)")
+    try:
+        m = json.loads(metrics_path.read_text())
+        if not isinstance(m, dict) or m.get("status") not in STATES:
+            raise ValueError("not a tinycnn metrics record (no valid 'status')")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DamagedRun(f"corrupt metrics.json ({exc})") from exc
+    config = _load_config(path / "config.yaml")
+    return Run(
+        trial=m["trial"] if isinstance(m.get("trial"), int) else _job_number(path),
+        state=m["status"],
+        params=m.get("params"),
+        val_acc=m.get("val_acc"),
+        test_acc=m.get("test_acc"),
+        train_acc=m.get("train_acc"),
+        seconds=m.get("seconds"),
+        seed=m.get("seed", (config or {}).get("seed")),
+        dir=path.resolve(),
+        config=config,
+        config_key=m.get("config_key") or _config_key(config),
+        settings={**_preset_choices(path), **(_settings(config) if config else {})},
+        overrides=list(m.get("overrides") or []),
+        params_by_block=m.get("params_by_block"),
+        reason=m.get("error"),
+        source=source,
+    )
+
+
+def _job_dirs(folder: Path, depth: int = 0) -> list[Path]:
+    found = []
+    children = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda p: (_job_number(p) is None, _job_number(p) or 0, p.name))
+    for child in children:
+        if is_run_dir(child):
+            found.append(child)
+        elif depth + 1 < _MAX_DEPTH:
+            found.extend(_job_dirs(child, depth + 1))
+    return found
+
+
+def read_folder(folder: Path, into: Sources) -> None:
+    """Add the runs of a run folder or of a sweep folder; damaged ones go to into.skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TinycnnError(f"{folder} is not a folder.")
+    jobs = [folder] if is_run_dir(folder) else _job_dirs(folder)
+    if not jobs:
+        raise TinycnnError(f"no runs in {folder}: expected run folders holding metrics.json and "
+                           "config.yaml (what `python run.py` writes under outputs/), or a sweep "
+                           "folder of them (outputs/multirun/DATE/TIME).")
+    read = 0
+    for job in jobs:
+        try:
+            into.runs.append(read_run(job, source=str(folder)))
+            read += 1
+        except DamagedRun as exc:
+            into.skipped.append((job, str(exc)))
+    into.described.append(f"{folder}: {read} run(s)" +
+                          (f", {len(jobs) - read} skipped" if read < len(jobs) else ""))
+
+
+def latest_sweep(outputs: Path = Path("outputs")) -> Path:
+    """The newest sweep folder under outputs/multirun (DATE/TIME names sort by time)."""
+    root = Path(outputs) / "multirun"
+    dates = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    sweeps = [t for d in dates for t in sorted(d.iterdir()) if t.is_dir() and _job_dirs(t)]
+    if not sweeps:
+        raise TinycnnError(f"no sweeps under {root}: run one (`python run.py -m ...`) or name a "
+                           "run folder, sweep folder or Optuna study to read.")
+    return sweeps[-1]
+
+
+# --- Optuna studies -----------------------------------------------------------------------------
+
+def open_storage(url: str):
+    """An Optuna storage for url (tinycnn.study's rules), without creating a database or journal
+    file that does not exist yet: reading results must never leave an empty study behind."""
+    from tinycnn.study import open_storage as open_study_storage, storage_url
+    url = storage_url(url)
+    local = url[len("sqlite:///"):] if url.startswith("sqlite:///") else \
+        url if "://" not in url else None
+    if local is not None and local != ":memory:" and not Path(local).is_file():
+        raise TinycnnError(f"no Optuna storage at {local}: the file does not exist. Pass the "
+                           "storage the sweep used (--storage URL, e.g. "
+                           "sqlite:///outputs/optuna.db).")
+    try:
+        return open_study_storage(url)
+    except TinycnnError:
+        raise
+    except Exception as exc:
+        raise TinycnnError(f"cannot open the Optuna storage {url}: {exc}") from exc
+
+
+def study_names(storage) -> list[str]:
+    import optuna
+    return optuna.study.get_all_study_names(storage)
+
+
+def _run_from_trial(trial, study_name: str) -> Run:
+    ua = trial.user_attrs
+    state = ua.get("state") or _OPTUNA_STATES.get(trial.state.name, trial.state.name.lower())
+    val = ua.get("val_acc")
+    if val is None and state == "complete" and trial.values:
+        val = trial.values[0]  # never for infeasible trials: their 0.0 is not an accuracy
+    folder = Path(ua["dir"]) if ua.get("dir") else None
+    if folder is not None and folder.exists():
+        folder = folder.resolve()  # as folder sources spell it, to match the same run
+    config, metrics = None, {}
+    if folder is not None and folder.is_dir():
+        try:
+            config = _load_config(folder / "config.yaml")
+            metrics = json.loads((folder / "metrics.json").read_text())
+        except (DamagedRun, OSError, ValueError):
+            pass  # the study's own record is enough for a row
+    key = metrics.get("config_key") or _config_key(config) or \
+        "params:" + json.dumps(trial.params, sort_keys=True, default=str)
+    params = ua.get("params")
+    return Run(
+        trial=trial.number,
+        state=state,
+        params=params if isinstance(params, int) else metrics.get("params"),
+        val_acc=val,
+        test_acc=ua.get("test_acc"),
+        train_acc=ua.get("train_acc"),
+        seconds=ua.get("seconds"),
+        seed=(config or {}).get("seed", metrics.get("seed")),
+        dir=folder,
+        config=config,
+        config_key=key,
+        settings=_settings(config) if config else dict(trial.params),
+        overrides=list(ua.get("overrides") or []),
+        params_by_block=metrics.get("params_by_block"),
+        baseline=bool(ua.get("baseline", False)),
+        reason=ua.get("reason"),
+        source=study_name,
+    )
+
+
+def read_study(name: str | None, storage_url: str, into: Sources) -> None:
+    """Add every trial of study `name` in storage_url (all studies there when name is None)."""
+    import optuna
+    storage = open_storage(storage_url)
+    names = study_names(storage)
+    if name is not None and name not in names:
+        known = ", ".join(names) if names else "none"
+        raise TinycnnError(f"no study named {name!r} in {storage_url} (studies there: {known}). "
+                           "Pass --storage if the sweep used another storage.")
+    if not names:
+        raise TinycnnError(f"the Optuna storage {storage_url} holds no studies.")
+    for study_name in ([name] if name is not None else names):
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        into.runs.extend(_run_from_trial(t, study_name) for t in trials)
+        budget = study.user_attrs.get("max_params")
+        if isinstance(budget, int):
+            into.max_params = budget
+        into.described.append(f"study {study_name!r} in {storage_url}: {len(trials)} trial(s)")
+
+
+def sweep_study(sweep: Path) -> tuple[str, str] | None:
+    """(study name, storage) when the sweep folder was written by the Optuna sweeper."""
+    try:
+        cfg = OmegaConf.load(Path(sweep) / "multirun.yaml")
+        name = OmegaConf.select(cfg, "hydra.sweeper.study_name", default=None)
+        storage = OmegaConf.select(cfg, "hydra.sweeper.storage", default=None)
+    except Exception:  # no multirun.yaml, or one this code cannot read: nothing to add
+        return None
+    return (str(name), str(storage)) if name and storage else None
+
+
+def collect(sources: list[str], storage: str = DEFAULT_STORAGE,
+            outputs: Path = Path("outputs")) -> Sources:
+    """Read every source (see module docstring); no source means the latest sweep folder."""
+    into = Sources()
+    if not sources:
+        sweep = latest_sweep(outputs)
+        into.described.append(f"(no source given: reading the latest sweep, {sweep})")
+        read_folder(sweep, into)
+        study = sweep_study(sweep)
+        if study is not None:
+            into.described.append(
+                f"this sweep ran trials of the Optuna study {study[0]!r} ({study[1]}); a study "
+                f"continued over several sweeps is read whole by naming it: {study[0]}")
+        return into
+    for text in sources:
+        path = Path(text)
+        if path.is_dir():
+            read_folder(path, into)
+        elif path.is_file() and path.name == "metrics.json":
+            read_folder(path.parent, into)
+        elif path.is_file() and path.suffix in (".db", ".sqlite", ".sqlite3"):
+            read_study(None, f"sqlite:///{path}", into)
+        elif path.is_file() and path.suffix == ".log":
+            read_study(None, str(path), into)
+        elif "://" in text:
+            read_study(None, text, into)
+        elif "/" in text or path.suffix in (".db", ".sqlite", ".sqlite3", ".log", ".json"):
+            raise TinycnnError(f"{text} does not exist (expected a run folder, a sweep folder, an "
+                               "Optuna storage file, or a study name).")
+        else:
+            read_study(text, storage, into)
+    # A sweep folder and its study name the same job folders: count each run once.
+    seen: dict = {}
+    for run in into.runs:
+        if run.dir is None or run.dir not in seen:
+            seen[run.dir or id(run)] = run
+        else:
+            seen[run.dir].baseline |= run.baseline  # only the study knows it enqueued the paper
+    into.runs = list(seen.values())
+    return into
