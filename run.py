@@ -17,7 +17,9 @@ def main(cfg: DictConfig) -> float | None:
     """Returns the validation accuracy, the number any Hydra sweeper optimises."""
     hc = HydraConfig.get()
     try:
-        metrics = run(cfg, Path(hc.runtime.output_dir), overrides=list(hc.overrides.task))
+        # The sweeper's ++optuna.* bookkeeping is in the record's "trial", not a user's override.
+        overrides = [o for o in hc.overrides.task if not o.lstrip("+~").startswith("optuna.")]
+        metrics = run(cfg, Path(hc.runtime.output_dir), overrides=overrides)
     except TinycnnError as exc:
         if hc.mode == RunMode.MULTIRUN:
             raise  # the sweeper records it against the trial and goes on

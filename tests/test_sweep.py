@@ -190,9 +190,10 @@ def test_reporter_reports_through_the_storage_and_prunes(tmp_path):
     study.tell(good, 0.95)
     bad = study.ask()
     report = trial_reporter({**spec, "trial": bad.number})
+    report(20, 0.1, final=True)  # training is over at the last check: recorded, never pruned
     with pytest.raises(optuna.TrialPruned):
         report(10, 0.2)  # below the median (0.9) of finished trials at step 10
-    assert load_trial(url, bad.number).intermediate_values == {10: 0.2}
+    assert load_trial(url, bad.number).intermediate_values == {10: 0.2, 20: 0.1}
     assert trial_reporter({**spec, "trial": good.number}) is None  # finished: not touched
 
 

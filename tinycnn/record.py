@@ -16,7 +16,7 @@ from tinycnn.errors import TinycnnError
 CHECKPOINT_FORMAT = "tinycnn"
 CHECKPOINT_VERSION = 1
 # Keys that do not change what is trained, so runs differing only in them are the same config.
-NOT_PART_OF_CONFIG = ("seed", "optuna", "hydra", "device")
+NOT_PART_OF_CONFIG = ("seed", "optuna", "hydra", "device", "threads")
 
 
 def _atomic(path: Path, write) -> None:

@@ -1,6 +1,7 @@
 """One run: check the config, train, evaluate, and leave the complete run record in out_dir."""
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -55,6 +56,8 @@ def run(cfg, out_dir, overrides=()) -> dict:
     check_train_cfg(cfg.train)
     check_data_cfg(cfg.data)
     device = pick_device(str(cfg.device))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     reporter = _trial_reporter(cfg)
     log.info("%s", format_param_table(model))
 
@@ -74,10 +77,12 @@ def run(cfg, out_dir, overrides=()) -> dict:
     data = load_mnist(cfg.data, device)
     model.to(device)
 
+    total_steps = math.ceil(len(data.train_x) / cfg.train.batch_size) * cfg.train.epochs
+
     def on_eval(step, epoch, val_acc):
         record["history"].append({"step": step, "epoch": round(epoch, 4), "val_acc": val_acc})
         if reporter is not None:
-            reporter(step, val_acc)
+            reporter(step, val_acc, final=step == total_steps)
 
     try:
         result = train(model, data, cfg.train, seed, on_eval=on_eval)

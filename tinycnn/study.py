@@ -180,9 +180,10 @@ def trial_reporter(optuna_cfg) -> Callable[[int, float], None] | None:
         return None
     trial = optuna.Trial(study, trial_id)
 
-    def report(step: int, val_acc: float) -> None:
+    def report(step: int, val_acc: float, final: bool = False) -> None:
         trial.report(float(val_acc), int(step))
-        if trial.should_prune():
+        # At the last check training is over: pruning would only throw the result away.
+        if not final and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} (val_acc {val_acc:.4f})")
 
     return report
