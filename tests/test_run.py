@@ -139,3 +139,36 @@ def test_full_paper_run_beats_97_percent(tmp_path):
     m = run(compose_cfg(small=False), tmp_path)
     assert m["params"] == 21_614
     assert m["test_acc"] >= 0.97, m
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    """tqdm draws batches, running loss and accuracy on a terminal, and stays quiet in a pipe."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    from conftest import REPO
+    args = [sys.executable, str(REPO / "run.py"), "data.limit=640", "data.val_size=256",
+            "data.test_limit=500"]
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # 120 columns
+    p = subprocess.Popen([*args, f"hydra.run.dir={tmp_path}/tty"], cwd=REPO, stdout=slave,
+                         stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert p.wait(timeout=300) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "epoch 1/1" in screen and "batch" in screen and "loss=" in screen and "acc=" in screen
+    piped = run_py(*args[2:], f"hydra.run.dir={tmp_path}/pipe")
+    assert piped.returncode == 0 and "loss=" not in piped.stdout + piped.stderr
