@@ -459,3 +459,15 @@ def test_python_dash_m(sweep):
                           env=_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "does not exist" in \
         proc.stderr
+
+
+def test_same_seed_repeats_are_not_counted_as_seeds():
+    from tinycnn.compare import format_table, group
+    from tinycnn.results import Run
+    runs = [Run(trial=t, state="complete", params=100, val_acc=v, test_acc=v, seed=s,
+                config_key="k") for t, v, s in ((10, 0.9, 0), (11, 0.9, 0), (12, 0.8, 1))]
+    (row,) = group(runs)
+    assert row.n == 2 and row.repeats == 1  # seeds 0 and 1; trial 11 repeats seed 0
+    assert row.val_acc == pytest.approx(0.85)  # mean of 0.9 and 0.8, not of 0.9, 0.9, 0.8
+    assert row.stats["val_acc"][1] == pytest.approx(statistics.stdev([0.9, 0.8]))
+    assert "1 same-seed repeat" in format_table([row], [])

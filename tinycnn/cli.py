@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-group", action="store_true",
                    help="one row per run instead of one per config with mean ± std over seeds")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG",
-                   help="also write an accuracy-vs-parameters scatter of the complete rows shown "
-                   "(after --where/--top) to this PNG file")
+                   help="also write an accuracy-vs-parameters scatter of the complete and pruned "
+                   "rows shown (after --where/--top) to this PNG file")
     p.add_argument("--max-params", type=int, default=None, metavar="N",
                    help="budget line in the plot (default: the study's max_params, else 25000)")
 

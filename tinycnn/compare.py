@@ -10,13 +10,12 @@ import io
 import json
 import math
 import operator
-import os
 import re
 from statistics import mean, stdev
 
 from tinycnn.errors import TinycnnError
 from tinycnn.presets import recipe
-from tinycnn.results import Run
+from tinycnn.results import Run, display_path
 
 FORMATS = ("table", "markdown", "csv", "json")
 FIELDS = ("trial", "state", "params", "val_acc", "test_acc", "train_acc", "seconds", "n", "seed",
@@ -34,11 +33,17 @@ class Row:
 
     def __init__(self, runs: list[Run]):
         first = runs[0]
-        self.runs, self.n = runs, len(runs)
+        # A seed run twice (a sampler proposing the same network again, a rerun) is a repeat,
+        # not another draw: mean and std are over distinct seeds, one run each.
+        per_seed: dict = {}
+        for r in runs:
+            per_seed.setdefault(r.seed, r)
+        self.seed_runs = list(per_seed.values())
+        self.runs, self.n, self.repeats = runs, len(per_seed), len(runs) - len(per_seed)
         self.trial, self.state, self.params = first.trial, first.state, first.params
         self.seed, self.dir, self.reason = first.seed, first.dir, first.reason
         self.settings = first.settings  # the same for every seed: that is what grouped them
-        self.stats = {k: _mean_std([getattr(r, k) for r in runs])
+        self.stats = {k: _mean_std([getattr(r, k) for r in self.seed_runs])
                       for k in ("val_acc", "test_acc", "train_acc", "seconds")}
         self.val_acc, self.test_acc, self.train_acc, self.seconds = \
             (self.stats[k][0] for k in ("val_acc", "test_acc", "train_acc", "seconds"))
@@ -252,18 +257,10 @@ def _pct(stat) -> str:
     return f"{100 * m:.2f}" + (f" ± {100 * s:.2f}" if s is not None else "")
 
 
-def _path(p) -> str:
-    if p is None:
-        return "-"
-    try:
-        rel = os.path.relpath(p)
-        return rel if not rel.startswith("..") else str(p)
-    except ValueError:
-        return str(p)
-
-
 def _note(row: Row) -> str:
     words = (["pareto"] if row.pareto else []) + (["paper"] if row.baseline else [])
+    if row.repeats:
+        words.append(f"{row.repeats} same-seed repeat{'s' if row.repeats > 1 else ''}")
     if row.reason and row.state in ("failed", "infeasible"):
         reason = " ".join(str(row.reason).split()).replace("model.blocks.", "")
         words.append(reason if len(reason) <= 64 else reason[:63] + "…")
@@ -292,7 +289,7 @@ def table_cells(rows: list[Row], settings: list[str]) -> tuple[list[str], list[l
                      _pct(r.stats["val_acc"]), _pct(r.stats["test_acc"]),
                      f"{r.seconds:.1f}" if r.seconds is not None else "-", str(r.n),
                      *[_setting_text(r.settings.get(k)) for k in settings], _note(r),
-                     _path(r.dir)])
+                     display_path(r.dir)])
     return header, body
 
 
@@ -329,7 +326,7 @@ def records(rows: list[Row], settings: list[str]) -> list[dict]:
             "val_acc": r.val_acc, "val_acc_std": r.stats["val_acc"][1],
             "test_acc": r.test_acc, "test_acc_std": r.stats["test_acc"][1],
             "train_acc": r.train_acc, "seconds": r.seconds,
-            "n": r.n, "seeds": [x.seed for x in r.runs],
+            "n": r.n, "seeds": [x.seed for x in r.seed_runs], "repeats": r.repeats,
             "pareto": r.pareto, "baseline": r.baseline,
             "settings": {k: r.settings.get(k) for k in settings},
             "reason": r.reason, "source": r.runs[0].source,

@@ -11,7 +11,7 @@ from tinycnn.errors import TinycnnError
 from tinycnn.model import build_model, format_param_table
 from tinycnn.presets import EVAL_ONLY, default_preset, load_preset, preset_yaml, recipe
 from tinycnn.record import write_text_atomic
-from tinycnn.results import Run, Sources
+from tinycnn.results import Run, Sources, display_path
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -137,7 +137,7 @@ def export_trial(run: Run, name: str, conf_dir: Path, force: bool = False,
                                "another --name.")
 
     header = (f"Exported by `tinycnn export` from trial {run.trial} of {where or run.source}\n"
-              + (f"run folder: {run.dir}\n" if run.dir else "") +
+              + (f"run folder: {display_path(run.dir)}\n" if run.dir else "") +
               f"{run.state}: val {_percent(run.val_acc)}, test {_percent(run.test_acc)}, "
               f"{trial_net.num_params:,} params (seed {run.seed})\n")
     command = f"python run.py model={name}" + (f" train={name}" if train_differs else "")

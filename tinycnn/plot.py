@@ -52,8 +52,8 @@ def plot_rows(rows: list[Row], path, max_params: int | None = DEFAULT_MAX_PARAMS
     draw(paper, marker="*", color="tab:red", markersize=15, markeredgecolor="black",
          label="paper preset")
     for r in paper:
-        ax.annotate(f"paper\n{r.params:,}", (r.params, 100 * r.val_acc), textcoords="offset points",
-                    xytext=(8, -18), fontsize=8, color="tab:red")
+        ax.annotate(f"paper {r.params:,}", (r.params, 100 * r.val_acc), textcoords="offset points",
+                    xytext=(0, 10), ha="center", va="bottom", fontsize=8, color="tab:red")
     if max_params:
         right = max([max_params] + [r.params for r in scored])
         ax.set_xlim(right=right * 1.04)  # keep the budget line clear of the frame

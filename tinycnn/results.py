@@ -10,6 +10,7 @@ skipped with a reason, so one broken job never hides the rest of a sweep.
 """
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,18 @@ _OPTUNA_STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed",
                   "RUNNING": "running", "WAITING": "waiting"}
 PRESET_GROUPS = ("model", "train", "data")
 _MAX_DEPTH = 4  # outputs/multirun/DATE/TIME/<n>: `compare outputs` finds every run
+
+
+def display_path(p) -> str:
+    """A path relative to the working folder when it lies below it (shorter, and what the user
+    typed), else as it is; '-' for none."""
+    if p is None:
+        return "-"
+    try:
+        rel = os.path.relpath(p)
+        return rel if not rel.startswith("..") else str(p)
+    except ValueError:
+        return str(p)
 
 
 @dataclass
