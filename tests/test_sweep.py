@@ -248,6 +248,26 @@ def test_optuna_sweep_records_every_trial_and_resumes(tmp_path):
     assert len(load(tmp_path, "t").trials) == 3
 
 
+def test_a_network_proposed_again_is_not_trained_again(tmp_path):
+    # Two possible networks, four trials: at least two trials repeat an earlier one.
+    p = run(sweep_cmd(tmp_path, *OPTUNA, "train.lr=choice(0.001,0.002)",
+                      "hydra.sweeper.n_trials=4"))
+    assert p.returncode == 0, p.output
+    trials = load(tmp_path, "t").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    trained = [t for t in trials if "duplicate_of" not in t.user_attrs]
+    repeats = [t for t in trials if "duplicate_of" in t.user_attrs]
+    assert len({t.params["train.lr"] for t in trained}) == len(trained) <= 2
+    assert len(repeats) == 4 - len(trained) >= 2
+    for t in repeats:
+        twin = trials[t.user_attrs["duplicate_of"]]
+        assert t.params == twin.params and t.values == twin.values
+        assert t.user_attrs["dir"] == twin.user_attrs["dir"] and t.constraints == twin.constraints
+    folders = sorted((tmp_path / "run").glob("trial_*"))
+    assert [f.name for f in folders] == [f"trial_{t.number}" for t in trained]  # trained once
+    assert p.output.count("its result reused, not trained again") == len(repeats)
+
+
 def check_infeasible(study, took_under=0.5):
     """Every trial: infeasible, never trained, recorded in the study and in its own folder."""
     for t in study.trials:

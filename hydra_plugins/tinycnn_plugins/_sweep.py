@@ -321,6 +321,10 @@ class OptunaSweep:
         ]
         out_dir = self.sweep_dir / f"trial_{n}"
         baseline = bool(trial.user_attrs.get("baseline", False))
+        twin = None if baseline else _twin(study, overrides)
+        if twin is not None:
+            self._reuse(study, trial, twin, t0)
+            return None
         try:
             if self.fast_compose:
                 cfg = copy.deepcopy(self.base_cfg)
@@ -381,6 +385,23 @@ class OptunaSweep:
         self._progress(trial.number, "infeasible", None, params,
                        f"{reason} [{time.perf_counter() - t0:.2f} s]")
         return None
+
+    def _reuse(self, study, trial, twin, t0: float) -> None:
+        """The sampler proposed a network this study already trained with the very same
+        overrides (TPE does, on categorical spaces): tell it the twin's result instead of
+        training it again. Same config, same seed, same machine: the same numbers."""
+        a = twin.user_attrs
+        for key in ("params", "val_acc", "test_acc", "train_acc", "seconds", "dir", "overrides"):
+            trial.set_user_attr(key, a.get(key))
+        trial.set_user_attr("duplicate_of", twin.number)
+        trial.set_user_attr("state", "complete")
+        trial.set_constraint("over_budget", a["params"] - self.max_params)
+        study.tell(trial, list(twin.values))
+        self.counts["complete"] += 1
+        self.counts["duplicate"] += 1
+        self._progress(trial.number, "complete", a.get("val_acc"), a.get("params"),
+                       f"same config as trial {twin.number}: its result reused, not trained "
+                       f"again [{time.perf_counter() - t0:.2f} s]")
 
     def _finish(self, study: optuna.Study, c: Candidate, ret: JobReturn) -> None:
         trial, n = c.trial, c.trial.number
@@ -476,7 +497,8 @@ class OptunaSweep:
                       ("complete", "pruned", "failed", "infeasible", "surplus", "running",
                        "waiting")},
             "this_run": {k: self.counts.get(k, 0) for k in
-                         ("complete", "pruned", "failed", "infeasible", "surplus")},
+                         ("complete", "pruned", "failed", "infeasible", "surplus", "duplicate")},
+            "duplicates_reused": sum("duplicate_of" in t.user_attrs for t in trials),
         }
         base = next((t for t in trials if t.user_attrs.get("baseline")), None)
         summary["baseline"] = _brief(base) if base else None
@@ -497,9 +519,11 @@ class OptunaSweep:
 
         st = summary["study"]
         log.info("study %r: %d trials (n_trials %d): %d complete, %d pruned, %d failed, "
-                 "%d infeasible (never trained)%s", self.study_name, len(trials), self.n_trials,
+                 "%d infeasible (never trained)%s%s", self.study_name, len(trials), self.n_trials,
                  st["complete"], st["pruned"], st["failed"], st["infeasible"],
-                 f", {st['running']} running" if st["running"] else "")
+                 f", {st['running']} running" if st["running"] else "",
+                 f"; {summary['duplicates_reused']} of the complete ones repeat an earlier "
+                 "network and reused its result" if summary["duplicates_reused"] else "")
         if done:
             b = summary["best"]
             line = (f"best: trial {b['trial']} val_acc {b['val_acc']:.4f} params "
@@ -521,6 +545,15 @@ def _taken(study: optuna.Study) -> int:
     """Trials that count toward n_trials: all but those enqueued and not yet started."""
     return len(study.get_trials(deepcopy=False, states=(
         TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)))
+
+
+def _twin(study: optuna.Study, overrides: List[str]) -> Optional[optuna.trial.FrozenTrial]:
+    """The first trial of the study that trained to completion with exactly these overrides."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("state") == "complete" and t.user_attrs.get("overrides") == overrides \
+                and "duplicate_of" not in t.user_attrs:
+            return t
+    return None
 
 
 def _state(t: optuna.trial.FrozenTrial) -> str:
