@@ -1,5 +1,6 @@
 """MNIST as in-memory tensors: loaded once through torchvision, batches cut by index later."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,14 @@ class Data:
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() / 255 - self.mean) / self.std  # uint8 -> float, ~N(0, 1)
+
+
+def root_here(recorded_root) -> str | None:
+    """TINYCNN_DATA when a recorded data root (from another machine, or an unresolved
+    ${oc.env:...}) does not exist here and the variable is set; else None (keep the root)."""
+    root = None if recorded_root is None else str(recorded_root)
+    missing = root is None or "${" in root or not Path(root).expanduser().exists()
+    return os.environ.get("TINYCNN_DATA") if missing else None
 
 
 def check_data_cfg(data_cfg) -> None:

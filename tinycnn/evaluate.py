@@ -6,7 +6,6 @@ the batch size and the test subset matter, and are taken from the run's config.y
 weights when there is one, so the recorded test accuracy is reproduced exactly.
 """
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def evaluate_checkpoint(path, data_root=None, test_limit=None, batch_size=None, 
     """Rebuild the network from the checkpoint's own model config, load the weights, test them."""
     import torch
 
-    from tinycnn.data import load_mnist
+    from tinycnn.data import load_mnist, root_here
     from tinycnn.model import build_model
     from tinycnn.train import evaluate
 
@@ -67,9 +66,7 @@ def evaluate_checkpoint(path, data_root=None, test_limit=None, batch_size=None, 
 
     data, batch, source = _data_settings(path, conf_dir)
     root = data_root or data.get("root")
-    if (root is None or "${" in str(root) or not Path(str(root)).expanduser().exists()) \
-            and os.environ.get("TINYCNN_DATA"):
-        root = os.environ["TINYCNN_DATA"]
+    root = (None if data_root else root_here(root)) or root
     stats = ckpt.get("data") or {}
     data_cfg = OmegaConf.create({
         "root": str(root or "./data"),

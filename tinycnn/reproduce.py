@@ -5,13 +5,13 @@ Another machine or library version may differ in the last digits; a tolerance sa
 """
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from tinycnn.data import root_here
 from tinycnn.errors import TinycnnError
 from tinycnn.results import DamagedRun, read_run
 
@@ -62,10 +62,9 @@ def reproduce(run_dir, out_dir=None, tolerance: float = 0.002, data_root=None) -
         cfg.pop("optuna")
     if data_root is not None:
         cfg.data.root = str(data_root)
-    elif not Path(str(cfg.data.root)).expanduser().exists() and os.environ.get("TINYCNN_DATA"):
-        notes.append(f"data.root {cfg.data.root} does not exist here; using TINYCNN_DATA="
-                     f"{os.environ['TINYCNN_DATA']}")
-        cfg.data.root = os.environ["TINYCNN_DATA"]
+    elif here := root_here(cfg.data.root):
+        notes.append(f"data.root {cfg.data.root} does not exist here; using TINYCNN_DATA={here}")
+        cfg.data.root = here
 
     from tinycnn.runner import run
     out_dir = Path(out_dir) if out_dir is not None else _default_out()

@@ -299,12 +299,13 @@ class OptunaSweep:
                            "last one)", count=False)
                 self.counts["surplus"] += 1
                 break
-            candidate = self._prepare(study, trial)
+            candidate = self._prepare(study, trial, trials)
             if candidate is not None:
                 batch.append(candidate)
         return batch
 
-    def _prepare(self, study: optuna.Study, trial: optuna.Trial) -> Optional[Candidate]:
+    def _prepare(self, study: optuna.Study, trial: optuna.Trial,
+                 trials: List[optuna.trial.FrozenTrial]) -> Optional[Candidate]:
         """Compose the trial's config and build its model: a Candidate, or None when it was
         infeasible (told and recorded here, in a fraction of a second, never trained)."""
         t0 = time.perf_counter()
@@ -321,7 +322,7 @@ class OptunaSweep:
         ]
         out_dir = self.sweep_dir / f"trial_{n}"
         baseline = bool(trial.user_attrs.get("baseline", False))
-        twin = None if baseline else _twin(study, overrides)
+        twin = None if baseline else _twin(trials, overrides)
         if twin is not None:
             self._reuse(study, trial, twin, t0)
             return None
@@ -547,10 +548,13 @@ def _taken(study: optuna.Study) -> int:
         TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)))
 
 
-def _twin(study: optuna.Study, overrides: List[str]) -> Optional[optuna.trial.FrozenTrial]:
-    """The first trial of the study that trained to completion with exactly these overrides."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("state") == "complete" and t.user_attrs.get("overrides") == overrides \
+def _twin(trials: List[optuna.trial.FrozenTrial],
+          overrides: List[str]) -> Optional[optuna.trial.FrozenTrial]:
+    """The first of `trials` (the study as read before this ask) that trained to completion
+    with exactly these overrides."""
+    for t in trials:
+        if t.state == TrialState.COMPLETE and t.user_attrs.get("state") == "complete" \
+                and t.user_attrs.get("overrides") == overrides \
                 and "duplicate_of" not in t.user_attrs:
             return t
     return None
