@@ -5,7 +5,10 @@ and every shape worked out before a single layer is built, so a bad config fails
 with one message naming the block, the field and the value.
 """
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -15,14 +18,21 @@ from tinycnn.blocks import (ACTIVATIONS, Classifier, ConvBlock, ConvLayer, Resid
 from tinycnn.errors import ConfigError
 
 MODEL_FIELDS = {"in_channels", "image_size", "num_classes", "activation", "negative_slope", "norm",
-                "running_stats", "blocks", "classifier"}
-BLOCK_FIELDS = {"conv": {"type", "layers", "pool", "repeat"},
-                "residual": {"type", "layers", "pool", "repeat", "scale", "out_act", "projection"}}
+                "running_stats", "blocks", "classifier", "max_params"}
+# A block lists its convs (layers), or describes a uniform stage: `convs` convs of `width`
+# channels with one `kernel` and `groups` (its first conv, which changes the width, is dense).
+_CONV = {"type", "layers", "width", "convs", "kernel", "groups", "pool", "repeat"}
+BLOCK_FIELDS = {"conv": _CONV, "residual": _CONV | {"scale", "out_act", "projection"}}
 LAYER_FIELDS = {"out", "kernel", "groups"}
 CLASSIFIER_FIELDS = {"type", "hidden", "norm"}
 NORMS = ("batch", "none")
 HEAD_TYPES = ("flatten", "gap")
 HEAD_NORMS = ("sample", "batch", "none")
+# A plain run refuses a network above this before allocating anything: 1M parameters is 40
+# times the paper's budget (and depth costs activation memory far beyond the weights), so only
+# a typo such as out=1000000 or repeat=10000 gets there.
+MAX_PARAMS = 1_000_000
+_LIST_COPIES = 1000  # identical repeats beyond this are one row of the parameter table
 
 
 def _fail(where: str, value, why: str):
@@ -48,8 +58,8 @@ def _bool(where, value):
 
 
 def _number(where, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(where, value, "expected a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(where, value, "expected a finite number")
     return float(value)
 
 
@@ -61,55 +71,151 @@ def _known(where, cfg: Mapping, allowed: set):
 
 
 def _divisors(n: int) -> str:
-    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
+    """The divisors of n, found up to sqrt(n) (a width of 10^12 answers at once)."""
+    if n > 10 ** 12:
+        return f"1, ..., {n} (too many to list)"
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    found = sorted(set(small + [n // d for d in small]))
+    if len(found) > 16:
+        return ", ".join(map(str, found[:12])) + f", ... ({len(found)} in all)"
+    return ", ".join(map(str, found))
 
 
-def plan(model_cfg) -> dict:
-    """Check a model config and work out every layer's shape, without building anything.
+@dataclass
+class Layer:
+    """One same-padded conv -> norm -> activation (no activation: act False)."""
+    c_in: int
+    c_out: int
+    kernel: int
+    groups: int
+    act: bool
 
-    Returns {"blocks": [(name, type, spec, c_in, c_out, size_out)], "classifier": ..., "cfg": dict}.
-    """
+    def params(self, norm: str) -> int:
+        return self.c_out * (self.c_in // self.groups) * self.kernel ** 2 + self.c_out \
+            + (2 * self.c_out if norm == "batch" else 0)
+
+
+@dataclass
+class BlockPlan:
+    base: str             # the block's name in the config
+    index: int            # which copy (repeat): 0 is named base, 1 base_2, ...
+    kind: str
+    layers: List[Layer]
+    c_in: int
+    c_out: int
+    size: int             # image side after the block (after pooling)
+    pool: int
+    scale: float = 0.0
+    projection: bool = False  # a 1x1 conv shortcut (built only when it is used)
+    out_act: bool = False
+    params: int = 0
+
+    def name(self, later: int = 0) -> str:
+        """The name of this copy, or of the one `later` copies after it."""
+        i = self.index + later
+        return self.base if i == 0 else f"{self.base}_{i + 1}"
+
+
+@dataclass
+class Plan:
+    """Every layer's shape and parameter count, worked out from the config alone."""
+    cfg: dict
+    blocks: List[BlockPlan]           # the distinct blocks, in order
+    copies: List[int]                 # how many identical copies of each (repeat)
+    channels: int
+    size: int
+    head_features: int
+    head_params: int
+
+    @property
+    def total(self) -> int:
+        return sum(b.params * k for b, k in zip(self.blocks, self.copies)) + self.head_params
+
+    def rows(self) -> List[Tuple[str, Tuple[int, ...], int]]:
+        """(block, output shape, parameters) in model order (res2, res2_2, ...), then the
+        classifier; a run of more than 1,000 identical copies is one row."""
+        out = []
+        for b, k in zip(self.blocks, self.copies):
+            shape = (b.c_out, b.size, b.size)
+            if k <= _LIST_COPIES:
+                out += [(b.name(i), shape, b.params) for i in range(k)]
+            else:
+                out.append((f"{b.name()}..{b.name(k - 1)}", shape, b.params * k))
+        out.append(("classifier", (self.cfg["num_classes"],), self.head_params))
+        return out
+
+    def table(self) -> Dict[str, int]:
+        """Parameters per block, as rows() names them."""
+        return {name: n for name, _, n in self.rows()}
+
+
+def _layers(where, kind, block, c_in) -> list:
+    """The block's layer specs: its `layers`, or the stage shorthand expanded."""
+    if "layers" in block:
+        if "width" in block or "convs" in block:
+            _fail(f"{where}.width", block.get("width"), "give either layers or width and convs, "
+                  "not both")
+        layers = block["layers"]
+        if not isinstance(layers, list) or not layers:
+            _fail(f"{where}.layers", layers, "expected a non-empty list of {out, kernel, groups}")
+        for field in ("kernel", "groups"):
+            if field in block:
+                _fail(f"{where}.{field}", block[field], "a block with layers sets kernel and "
+                      "groups per layer")
+        return layers
+    if "width" not in block:
+        _fail(where, dict(block), "expected layers (a list of {out, kernel, groups}) or a stage "
+              "(width, convs, kernel, groups)")
+    width = _int(f"{where}.width", block["width"])
+    convs = _int(f"{where}.convs", block.get("convs", 1))
+    kernel, groups = block.get("kernel", 3), block.get("groups", 1)
+    return [{"out": width, "kernel": kernel, "groups": 1}] + \
+        [{"out": width, "kernel": kernel, "groups": groups}] * (convs - 1)
+
+
+def plan(model_cfg) -> Plan:
+    """Check a model config and work out every layer's shape and parameter count, allocating
+    nothing: the budget check, the parameter table and the builder all read this one pass."""
     cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) \
         else dict(model_cfg)
     _known("model", cfg, MODEL_FIELDS)
     for field in ("blocks", "classifier"):
         if not isinstance(cfg.get(field), Mapping):
             _fail(f"model.{field}", cfg.get(field), "expected a mapping (see conf/model/paper.yaml)")
-    channels = _int("model.in_channels", cfg.get("in_channels", 1))
-    size = _int("model.image_size", cfg.get("image_size", 28))
-    _int("model.num_classes", cfg.get("num_classes", 10), low=2)
-    _choice("model.activation", cfg.get("activation", "relu"), tuple(ACTIVATIONS))
-    _number("model.negative_slope", cfg.get("negative_slope", 0.01))
-    _choice("model.norm", cfg.get("norm", "batch"), NORMS)
-    _bool("model.running_stats", cfg.get("running_stats", True))
+    channels = _int("model.in_channels", cfg.setdefault("in_channels", 1))
+    size = _int("model.image_size", cfg.setdefault("image_size", 28))
+    classes = _int("model.num_classes", cfg.setdefault("num_classes", 10), low=2)
+    _choice("model.activation", cfg.setdefault("activation", "relu"), tuple(ACTIVATIONS))
+    _number("model.negative_slope", cfg.setdefault("negative_slope", 0.01))
+    norm = _choice("model.norm", cfg.setdefault("norm", "batch"), NORMS)
+    _bool("model.running_stats", cfg.setdefault("running_stats", True))
+    _int("model.max_params", cfg.setdefault("max_params", MAX_PARAMS))
 
-    blocks = []
+    blocks, copies = [], []
     for name, block in cfg["blocks"].items():
         where = f"model.blocks.{name}"
         if not isinstance(block, Mapping):
             _fail(where, block, "expected a mapping with type and layers")
         kind = _choice(f"{where}.type", block.get("type"), tuple(BLOCK_FIELDS))
         _known(where, block, BLOCK_FIELDS[kind])
-        layers = block.get("layers")
-        if not isinstance(layers, list) or not layers:
-            _fail(f"{where}.layers", layers, "expected a non-empty list of {out, kernel, groups}")
+        specs = _layers(where, kind, block, channels)
         pool = _int(f"{where}.pool", block.get("pool", 1))
         repeat = _int(f"{where}.repeat", block.get("repeat", 1), low=0)
-        scale = _number(f"{where}.scale", block.get("scale", 1.0)) if kind == "residual" else 0.0
-        projection = _bool(f"{where}.projection", block.get("projection", False)) \
-            if kind == "residual" else False
-        if kind == "residual":
-            _bool(f"{where}.out_act", block.get("out_act", True))
-        for copy in range(repeat):
-            c_in, c = channels, channels
-            for i, layer in enumerate(layers):
-                lw = f"{where}.layers.{i}"
+        residual = kind == "residual"
+        scale = _number(f"{where}.scale", block.get("scale", 1.0)) if residual else 0.0
+        projection = residual and _bool(f"{where}.projection", block.get("projection", False))
+        out_act = residual and _bool(f"{where}.out_act", block.get("out_act", True))
+        copy = 0
+        while copy < repeat:
+            c_in, c, layers = channels, channels, []
+            for i, layer in enumerate(specs):
+                lw = f"{where}.layers.{i}" if "layers" in block else where
                 if not isinstance(layer, Mapping):
                     _fail(lw, layer, "expected a mapping {out, kernel, groups}")
                 _known(lw, layer, LAYER_FIELDS)
                 # out null keeps the incoming width: a residual block's last layer returns to
                 # the block's input width, so the shortcut stays an identity.
-                last_residual = kind == "residual" and i == len(layers) - 1
+                last_residual = residual and i == len(specs) - 1
                 out = layer.get("out")
                 out = (c_in if last_residual else c) if out is None else _int(f"{lw}.out", out)
                 kernel = _int(f"{lw}.kernel", layer.get("kernel", 3))
@@ -122,68 +228,78 @@ def plan(model_cfg) -> dict:
                         (f"; of {out}: {_divisors(out)}" if out != c else "")
                     _fail(f"{lw}.groups", groups, f"groups must divide both the input ({c}) and "
                           f"output ({out}) channels; {fits}")
+                layers.append(Layer(c, out, kernel, groups, not last_residual))
                 c = out
-            if kind == "residual" and scale and c != c_in and not projection:
-                _fail(f"{where}.layers.{len(layers) - 1}.out", c,
+            if residual and scale and c != c_in and not projection:
+                _fail(f"{where}.layers.{len(specs) - 1}.out" if "layers" in block
+                      else f"{where}.width", c,
                       f"the residual block's output width ({c}) differs from its input width "
-                      f"({c_in}), so x cannot be added; set its out to {c_in} (or null), set "
+                      f"({c_in}), so x cannot be added; set it to {c_in}, set "
                       f"{where}.projection: true for a 1x1 conv shortcut, or scale: 0 for none")
             if pool > size:
                 _fail(f"{where}.pool", pool, f"the image is only {size}x{size} at this point")
             size //= pool
-            copy_name = name if copy == 0 else f"{name}_{copy + 1}"
-            blocks.append((copy_name, kind, block, channels, c, size))
+            shortcut = residual and scale != 0 and c != c_in
+            b = BlockPlan(name, copy, kind, layers, c_in, c, size, pool, scale, shortcut, out_act)
+            b.params = sum(layer.params(norm) for layer in layers) + (
+                c_in * c + c + (2 * c if norm == "batch" else 0) if shortcut else 0)
             channels = c
+            # From here on every copy is this same block (same widths, no pooling): count the
+            # rest at once, so repeat: 100000 is judged in microseconds.
+            k = repeat - copy if c == c_in and pool == 1 else 1
+            blocks.append(b)
+            copies.append(k)
+            copy += k
 
     head = cfg["classifier"]
     _known("model.classifier", head, CLASSIFIER_FIELDS)
-    _choice("model.classifier.type", head.get("type", "flatten"), HEAD_TYPES)
-    _int("model.classifier.hidden", head.get("hidden", 0), low=0)
-    _choice("model.classifier.norm", head.get("norm", "none"), HEAD_NORMS)
-    names = [b[0] for b in blocks]
+    kind = _choice("model.classifier.type", head.setdefault("type", "flatten"), HEAD_TYPES)
+    hidden = _int("model.classifier.hidden", head.setdefault("hidden", 0), low=0)
+    head_norm = _choice("model.classifier.norm", head.setdefault("norm", "none"), HEAD_NORMS)
+    names = [b.name(i) for b, k in zip(blocks, copies) for i in range(min(k, 2))]
     if len(set(names)) != len(names) or "classifier" in names:
         dup = next(n for n in names if names.count(n) > 1 or n == "classifier")
         _fail("model.blocks", dup, "block names must be unique and not 'classifier'")
-    return {"cfg": cfg, "blocks": blocks, "channels": channels, "size": size}
+    features = channels if kind == "gap" else channels * size * size
+    head_params = (features * hidden + hidden + (2 * hidden if head_norm != "none" else 0)
+                   + hidden * classes + classes) if hidden else features * classes + classes
+    return Plan(cfg, blocks, copies, channels, size, features, head_params)
+
+
+def count_params(model_cfg) -> Tuple[int, Dict[str, int]]:
+    """(total, per block) of a model config, from the config alone: nothing is allocated."""
+    p = plan(model_cfg)
+    return p.total, p.table()
 
 
 class TinyCNN(nn.Module):
     """Named blocks in order, then the classifier: (N, C, H, W) -> (N, num_classes) logits."""
 
-    def __init__(self, model_cfg):
+    def __init__(self, p: Plan):
         super().__init__()
-        p = plan(model_cfg)
-        cfg = self.cfg = p["cfg"]
-        slope = float(cfg.get("negative_slope", 0.01))
-        act = lambda: ACTIVATIONS[cfg.get("activation", "relu")](slope)  # noqa: E731
-        norm, stats = cfg.get("norm", "batch"), cfg.get("running_stats", True)
+        cfg = self.cfg = p.cfg
+        slope = float(cfg["negative_slope"])
+        act = lambda: ACTIVATIONS[cfg["activation"]](slope)  # noqa: E731
+        norm, stats = cfg["norm"], cfg["running_stats"]
         self.blocks = nn.ModuleDict()
-        self.shapes = {}
-        for name, kind, block, c_in, c_out, size in p["blocks"]:
-            layers, c = [], c_in
-            specs = block["layers"]
-            for i, spec in enumerate(specs):
-                last_residual = kind == "residual" and i == len(specs) - 1
-                out = spec.get("out")
-                out = (c_in if last_residual else c) if out is None else out
-                layers.append(ConvLayer(c, out, spec.get("kernel", 3), spec.get("groups", 1),
-                                        norm, stats, None if last_residual else act()))
-                c = out
-            pool = block.get("pool", 1)
-            if kind == "conv":
-                self.blocks[name] = ConvBlock(layers, pool)
-            else:
-                shortcut = nn.Identity()
-                if c_out != c_in and block.get("projection", False):
-                    shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1), norm2d(norm, c_out, stats))
-                self.blocks[name] = ResidualBlock(layers, float(block.get("scale", 1.0)), shortcut,
-                                                  act() if block.get("out_act", True) else None, pool)
-            self.shapes[name] = (c_out, size, size)
+        for b, k in zip(p.blocks, p.copies):
+            for i in range(k):
+                name = b.name(i)
+                layers = [ConvLayer(l.c_in, l.c_out, l.kernel, l.groups, norm, stats,
+                                    act() if l.act else None) for l in b.layers]
+                if b.kind == "conv":
+                    self.blocks[name] = ConvBlock(layers, b.pool)
+                else:
+                    shortcut = nn.Sequential(nn.Conv2d(b.c_in, b.c_out, 1),
+                                             norm2d(norm, b.c_out, stats)) \
+                        if b.projection else nn.Identity()
+                    self.blocks[name] = ResidualBlock(layers, b.scale, shortcut,
+                                                      act() if b.out_act else None, b.pool)
         head = cfg["classifier"]
-        self.classifier = Classifier(head.get("type", "flatten"), p["channels"], p["size"],
-                                     head.get("hidden", 0), head.get("norm", "none"), act(),
-                                     cfg.get("num_classes", 10))
-        self.shapes["classifier"] = (cfg.get("num_classes", 10),)
+        self.classifier = Classifier(head["type"], p.channels, p.size, head["hidden"],
+                                     head["norm"], act(), cfg["num_classes"])
+        self.rows = p.rows()
+        self.shapes = {name: shape for name, shape, _ in self.rows}
 
     def forward(self, x):
         for block in self.blocks.values():
@@ -191,10 +307,8 @@ class TinyCNN(nn.Module):
         return self.classifier(x)
 
     def param_table(self) -> dict:
-        """Trainable parameters per block, in model order."""
-        table = {name: count(block) for name, block in self.blocks.items()}
-        table["classifier"] = count(self.classifier)
-        return table
+        """Trainable parameters per block, in model order (worked out by plan())."""
+        return {name: n for name, _, n in self.rows}
 
     @property
     def num_params(self) -> int:
@@ -202,14 +316,19 @@ class TinyCNN(nn.Module):
 
 
 def build_model(model_cfg) -> TinyCNN:
-    """Check model_cfg and build it; raises ConfigError naming the bad field and value."""
-    return TinyCNN(model_cfg)
+    """Check model_cfg, count its parameters, and build it; raises ConfigError naming the bad
+    field and value, or the parameter count when it exceeds model.max_params."""
+    p = plan(model_cfg)
+    if p.total > p.cfg["max_params"]:
+        raise ConfigError(f"model.max_params = {p.cfg['max_params']:,}: this network has "
+                          f"{p.total:,} parameters, refused before allocating them (raise "
+                          "model.max_params if you mean it)")
+    return TinyCNN(p)
 
 
 def format_param_table(model: TinyCNN) -> str:
     rows = [("block", "output", "params")]
-    for name, n in model.param_table().items():
-        rows.append((name, "x".join(map(str, model.shapes[name])), f"{n:,}"))
+    rows += [(name, "x".join(map(str, shape)), f"{n:,}") for name, shape, n in model.rows]
     rows.append(("total", "", f"{model.num_params:,}"))
     w = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{a:<{w[0]}}  {b:>{w[1]}}  {c:>{w[2]}}" for a, b, c in rows]

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from tinycnn.data import check_data_cfg, load_mnist
 from tinycnn.model import build_model, format_param_table
+from tinycnn.schema import complete
 from tinycnn.record import config_key, plain, save_checkpoint, versions, write_json_atomic, \
     write_text_atomic
 from tinycnn.train import check_train_cfg, evaluate, train
@@ -50,6 +51,7 @@ def run(cfg, out_dir, overrides=()) -> dict:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    complete(cfg)  # a config recorded before a key existed gets that key's default
     seed = int(cfg.seed)
     torch.manual_seed(seed)  # weight init
     model = build_model(cfg.model)
@@ -79,10 +81,13 @@ def run(cfg, out_dir, overrides=()) -> dict:
 
     total_steps = math.ceil(len(data.train_x) / cfg.train.batch_size) * cfg.train.epochs
 
-    def on_eval(step, epoch, val_acc):
+    def on_eval(step, epoch, net):
+        val_acc = evaluate(net, data, data.val_x, data.val_y, cfg.train.eval_batch_size)
         record["history"].append({"step": step, "epoch": round(epoch, 4), "val_acc": val_acc})
         if reporter is not None:
-            reporter(step, val_acc, final=step == total_steps)
+            # Optuna's step is the check's number (1, 2, ...), not the batch: trials with
+            # different batch sizes are then compared at the same point of their training.
+            reporter(len(record["history"]), val_acc, final=step == total_steps)
 
     try:
         result = train(model, data, cfg.train, seed, on_eval=on_eval)
@@ -94,6 +99,7 @@ def run(cfg, out_dir, overrides=()) -> dict:
             record["error"] = f"{type(exc).__name__}: {exc}"
         write_json_atomic(out_dir / "metrics.json", record)
         raise
+    model = result.pop("model")  # the EMA of the weights when train.ema is set
     h = record["history"]
     last_eval_at_end = h and h[-1]["step"] == result["steps"]
     val_acc = h[-1]["val_acc"] if last_eval_at_end else (

@@ -139,7 +139,7 @@ def pruner_settings(spec) -> dict:
 
 def make_pruner(spec) -> optuna.pruners.BasePruner:
     """A pruner from {name: none|median|hyperband, <settings>} (hydra.sweeper.pruner), e.g.
-    {name: median, n_startup_trials: 5, n_warmup_steps: 0}. Steps are training batches."""
+    {name: median, n_startup_trials: 5, n_warmup_steps: 0}. Steps are validation checks (train.evals_per_epoch per epoch)."""
     kwargs = pruner_settings(spec)
     name = kwargs.pop("name")
     try:
@@ -184,6 +184,6 @@ def trial_reporter(optuna_cfg) -> Callable[[int, float], None] | None:
         trial.report(float(val_acc), int(step))
         # At the last check training is over: pruning would only throw the result away.
         if not final and trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at step {step} (val_acc {val_acc:.4f})")
+            raise optuna.TrialPruned(f"pruned at check {step} (val_acc {val_acc:.4f})")
 
     return report

@@ -213,7 +213,8 @@ class OptunaSweep:
         return study
 
     def _enqueue_baseline(self, study: optuna.Study) -> None:
-        """The config's own values (the paper preset) as the first trial, if the space has them."""
+        """The config's own values (for paper25k the paper's network) as the first trial, if
+        the space has them."""
         choices = self.config.hydra.runtime.choices
         params, missing = {}, []
         for d in self.dims.values():
@@ -531,7 +532,7 @@ class OptunaSweep:
                     f"{b['params']:,} test_acc {_pct(b['test_acc'])} -> {b['dir']}")
             if summary["baseline"] and summary["baseline"]["state"] == "complete":
                 a = summary["baseline"]
-                line += (f"\nbaseline (paper preset): trial {a['trial']} val_acc "
+                line += (f"\nbaseline (the config's own values): trial {a['trial']} val_acc "
                          f"{a['val_acc']:.4f} params {a['params']:,}; best gains "
                          f"{100 * summary['gain_over_baseline']:+.2f} points")
             log.info(line)
