@@ -8,7 +8,9 @@ from omegaconf import OmegaConf
 
 from conftest import compose_cfg
 from tinycnn.errors import ConfigError
-from tinycnn.model import build_model, format_param_table
+import random
+
+from tinycnn.model import build_model, count_params, format_param_table
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "model"
 
@@ -118,9 +120,78 @@ def bad(path: str, value):
     ("blocks.res1.scael", 2.0, ["model.blocks.res1.scael", "unknown field", "scale"]),
     ("classifier.type", "attention", ["model.classifier.type", "flatten, gap"]),
     ("blocks.initial.pool", 64, ["model.blocks.initial.pool", "28x28"]),
+    ("blocks.res1.scale", float("nan"), ["model.blocks.res1.scale", "nan", "finite"]),
+    ("negative_slope", float("inf"), ["model.negative_slope", "inf", "finite"]),
+    ("blocks.res2.layers.0.out", 1_000_000_000_001,
+     ["model.blocks.res2.layers.0.groups", "1000000000001", "too many to list"]),
+    ("blocks.res2.repeat", 10_000, ["model.max_params", "9,380,678", "before allocating"]),
 ])
 def test_bad_configs_name_block_field_and_value(path, value, words):
     with pytest.raises(ConfigError) as err:
         build_model(bad(path, value))
     for w in words:
         assert w in str(err.value), (w, str(err.value))
+
+
+def stage(**fields):
+    return {"type": "residual", "kernel": 3, "groups": 1, "scale": 0.0, "projection": True,
+            "out_act": True, "pool": 1, "repeat": 1, **fields}
+
+
+def test_a_stage_is_convs_of_one_width():
+    cfg = {"activation": "relu", "norm": "batch",
+           "blocks": {"s1": stage(width=8, convs=2, groups=2, pool=2),
+                      "s2": stage(width=16, convs=2, groups=4, scale=1.0)},
+           "classifier": {"type": "gap", "hidden": 0}}
+    m = build_model(cfg)
+    s1, s2 = m.blocks["s1"].body, m.blocks["s2"].body
+    # the first conv changes the width and is dense; the others are grouped
+    assert [(c[0].in_channels, c[0].out_channels, c[0].groups) for c in s1] == [(1, 8, 1), (8, 8, 2)]
+    assert [(c[0].in_channels, c[0].out_channels, c[0].groups) for c in s2] == [(8, 16, 1),
+                                                                               (16, 16, 4)]
+    assert isinstance(m.blocks["s2"].shortcut[0], torch.nn.Conv2d)  # 8 -> 16: a 1x1 projection
+    assert not list(m.blocks["s1"].shortcut.parameters())  # scale 0: no shortcut, no weights
+    # by hand: s1 (1*8*9+8 + 16) + (8*4*9+8 + 16); s2 (8*16*9+16 + 32) + (16*4*9+16 + 32)
+    # + projection (8*16+16 + 32); head 16*10+10
+    assert m.param_table() == {"s1": 96 + 312, "s2": 1200 + 624 + 176, "classifier": 170}
+    assert m.num_params == sum(m.param_table().values())
+    assert m(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_counted_parameters_match_the_built_network():
+    """count_params works from the config alone; it must agree with torch on random configs."""
+    rng = random.Random(0)
+    checked = 0
+    for _ in range(200):
+        blocks = {}
+        for i in range(rng.randint(1, 4)):
+            kind = rng.choice(["conv", "residual"])
+            b = {"type": kind, "width": rng.choice([4, 8, 12]), "convs": rng.randint(1, 3),
+                 "kernel": rng.choice([1, 3, 5]), "groups": rng.choice([1, 2, 4]),
+                 "pool": rng.choice([1, 2]), "repeat": rng.randint(0, 3)}
+            if kind == "residual":
+                b.update(scale=rng.choice([0.0, 1.0]), projection=rng.choice([True, False]))
+            blocks[f"s{i}"] = b
+        cfg = {"norm": rng.choice(["batch", "none"]), "blocks": blocks,
+               "classifier": {"type": rng.choice(["gap", "flatten"]), "hidden": rng.choice([0, 8]),
+                              "norm": rng.choice(["none", "sample", "batch"])}}
+        try:
+            total, table = count_params(cfg)
+        except ConfigError:
+            continue
+        m = build_model(cfg)
+        assert (total, table) == (sum(p.numel() for p in m.parameters()), m.param_table()), cfg
+        checked += 1
+    assert checked > 100
+
+
+def test_huge_networks_are_counted_without_allocating():
+    cfg = paper()
+    cfg["blocks"]["transition"]["layers"][0]["out"] = 10 ** 12
+    cfg["blocks"]["res2"]["layers"] = [{"out": None, "kernel": 3, "groups": 1}]
+    cfg["blocks"]["res2"]["repeat"] = 100_000
+    total, table = count_params(cfg)  # (building it would need terabytes)
+    assert total > 10 ** 27
+    assert "res2..res2_100000" in table  # identical repeats collapse into one row
+    with pytest.raises(ConfigError, match="model.max_params"):
+        build_model(cfg)

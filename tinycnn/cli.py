@@ -1,6 +1,7 @@
 """`tinycnn` command line: read what sweeps found, keep the winner, check it holds.
 
   tinycnn compare [SOURCE ...]          table of runs / trials (default: the latest sweep)
+  tinycnn confirm SOURCE [--top K]      retrain the top K configs over several seeds, rank them
   tinycnn export --trial N --name NAME  a trial's network as conf/model/NAME.yaml
   tinycnn reproduce RUN_DIR             rerun a recorded run and compare its numbers
   tinycnn evaluate MODEL_PT             test accuracy of saved weights
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 from tinycnn.errors import TinycnnError
-from tinycnn.results import DEFAULT_STORAGE
+from tinycnn.results import DEFAULT_STORAGE, display_path
 
 SOURCE_HELP = ("a run folder (outputs/DATE/TIME), a sweep folder (outputs/multirun/DATE/TIME), an "
                "Optuna study name (looked up in --storage), or an Optuna storage URL / .db / .log "
@@ -65,6 +66,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-params", type=int, default=None, metavar="N",
                    help="budget line in the plot (default: the study's max_params, else 25000)")
 
+    p = sub.add_parser("confirm", help="retrain the top configs over several seeds and rank them",
+                       description="Take the top K distinct complete configs of a search by "
+                       "validation accuracy, train each until it has S seeds (seeds already "
+                       "trained count, and runs of an earlier confirm are reused), and rank them "
+                       "by mean validation accuracy. Test accuracy is reported, never ranked on. "
+                       "The ranking is saved for `tinycnn export --confirmed`.")
+    p.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help=SOURCE_HELP + "; none: the latest sweep under outputs/multirun")
+    _add_source_options(p)
+    p.add_argument("--top", type=_positive, default=5, metavar="K",
+                   help="how many configs to confirm (default: 5)")
+    p.add_argument("--seeds", type=_positive, default=3, metavar="S",
+                   help="seeds per config, the search's own run included (default: 3)")
+    p.add_argument("--jobs", type=_positive, default=1, metavar="N",
+                   help="runs trained side by side, each in its own process (default: 1; on a "
+                   "machine of C cores, --jobs C --threads 1 is fastest)")
+    p.add_argument("--threads", type=_positive, default=None, metavar="N",
+                   help="torch CPU threads per run (default: the recorded setting)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="where the new runs and confirmed.json go (default: "
+                   "outputs/confirm/<source>)")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="MNIST folder to use instead of the recorded data.root")
+    p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table",
+                   help="output format (default: table); json: a list of rows with rank, "
+                   "seeds, val_acc_mean, val_acc_std, test_acc_mean, test_acc_std, params, dirs")
+    p.add_argument("--settings", default=None, metavar="KEYS",
+                   help="setting columns, comma-separated, or none (default: those that differ)")
+
     p = sub.add_parser("export", help="write a trial's network as a preset in conf/model/",
                        description="Write the trial's model config as conf/model/NAME.yaml (and "
                        "conf/train/NAME.yaml if its training recipe was not the default), then "
@@ -74,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="preset name: `python run.py model=NAME`")
     p.add_argument("--from", dest="source", default=None, metavar="SOURCE",
                    help=SOURCE_HELP + " (default: the latest sweep)")
+    p.add_argument("--confirmed", action="store_true",
+                   help="export the winner of `tinycnn confirm` on the same SOURCE (the config "
+                   "ranked first by mean validation accuracy over seeds) instead of a trial")
     p.add_argument("--force", action="store_true", help="overwrite existing presets of that name")
     _add_source_options(p)
 
@@ -107,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf-dir", type=Path, default=None, metavar="DIR",
                    help="the config tree, for defaults when no config.yaml sits beside the weights")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return value
 
 
 def _warn(msg: str) -> None:
@@ -179,14 +222,55 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_confirm(args) -> int:
+    from tinycnn import compare as C
+    from tinycnn import confirm as F
+    found = _collect(args, args.sources)
+    where = ", ".join(args.sources) or "the latest sweep"
+    rows = F.finalists(found, args.top)
+    if not rows:
+        raise TinycnnError(f"no complete runs in {where}: nothing to confirm.")
+    out = args.out or F.confirm_dir(args.sources, args.outputs)
+    jobs, folders = F.plan_jobs(rows, args.seeds, out, args.data_root, args.threads)
+    _note(f"top {len(rows)} config(s) of {where} by validation accuracy, {args.seeds} seed(s) "
+          f"each: {len(jobs)} run(s) to train, the rest already recorded; new runs in "
+          f"{display_path(out)}")
+    F.run_jobs(jobs, args.jobs)
+    ranked = F.ranking(rows, folders)
+    settings = C.pick_settings(ranked, args.settings)
+    recs = F.records(ranked, settings)
+    saved = F.save(out, recs, args.sources, args.seeds)
+    short = [r for r in ranked if r.n < args.seeds]
+    if short:
+        _warn(f"{len(short)} config(s) have fewer than {args.seeds} seeds (a run failed: see "
+              "above); they are ranked on the seeds they have.")
+    if args.format in ("json", "csv"):
+        print(F.format_records(recs, args.format, settings))
+    else:
+        print(F.format_table(ranked, settings, markdown=args.format == "markdown"))
+        print("\nranked by mean validation accuracy over seeds (test: reported, never ranked on); "
+              f"written to {display_path(saved)}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from tinycnn.export import export_trial, pick_trial
     from tinycnn.presets import find_conf_dir
     conf_dir = find_conf_dir(args.conf_dir)
-    found = _collect(args, [args.source] if args.source else [])
     where = args.source or "the latest sweep"
-    run = pick_trial(found, args.trial, where)
-    result = export_trial(run, args.name, conf_dir, force=args.force, where=where)
+    confirmed = None
+    if args.confirmed:
+        from tinycnn.confirm import confirm_dir, load_winner
+        from tinycnn.results import read_run
+        if args.trial is not None:
+            raise TinycnnError("--confirmed exports the confirmed winner: leave out --trial.")
+        confirmed = load_winner(confirm_dir([args.source] if args.source else [], args.outputs))
+        run = read_run(Path(confirmed["dirs"][0]), source=where)
+    else:
+        found = _collect(args, [args.source] if args.source else [])
+        run = pick_trial(found, args.trial, where)
+    result = export_trial(run, args.name, conf_dir, force=args.force, where=where,
+                          confirmed=confirmed)
     for note in result.notes:
         _note(note)
     print(result.table)
@@ -227,7 +311,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"compare": cmd_compare, "export": cmd_export, "reproduce": cmd_reproduce,
+COMMANDS = {"compare": cmd_compare, "confirm": cmd_confirm, "export": cmd_export, "reproduce": cmd_reproduce,
             "evaluate": cmd_evaluate}
 
 

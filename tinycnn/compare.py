@@ -279,13 +279,15 @@ def _setting_text(value) -> str:
         else str(value)
 
 
-def table_cells(rows: list[Row], settings: list[str]) -> tuple[list[str], list[list[str]]]:
-    """Header and text cells for the human formats (accuracies in percent)."""
-    header = ["trial", "state", "params", "val %", "test %", "sec", "seeds",
-              *[short_name(k) for k in settings], "note", "dir"]
+def table_cells(rows: list[Row], settings: list[str],
+                ranked: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells for the human formats (accuracies in percent); ranked: a first
+    column numbering the rows 1, 2, ..."""
+    header = ["rank"] * ranked + ["trial", "state", "params", "val %", "test %", "sec", "seeds",
+                                  *[short_name(k) for k in settings], "note", "dir"]
     body = []
-    for r in rows:
-        body.append([_trials(r), r.state, f"{r.params:,}" if r.params is not None else "-",
+    for i, r in enumerate(rows, 1):
+        body.append([str(i)] * ranked + [_trials(r), r.state, f"{r.params:,}" if r.params is not None else "-",
                      _pct(r.stats["val_acc"]), _pct(r.stats["test_acc"]),
                      f"{r.seconds:.1f}" if r.seconds is not None else "-", str(r.n),
                      *[_setting_text(r.settings.get(k)) for k in settings], _note(r),
@@ -293,9 +295,12 @@ def table_cells(rows: list[Row], settings: list[str]) -> tuple[list[str], list[l
     return header, body
 
 
-def format_table(rows: list[Row], settings: list[str]) -> str:
-    header, body = table_cells(rows, settings)
-    numeric = {"params", "val %", "test %", "sec", "seeds"}
+NUMERIC = {"rank", "params", "val %", "test %", "sec", "seeds"}
+
+
+def format_table(rows: list[Row], settings: list[str], ranked: bool = False) -> str:
+    header, body = table_cells(rows, settings, ranked)
+    numeric = NUMERIC
     widths = [max(len(c) for c in col) for col in zip(header, *body)]
     lines = []
     for cells in [header, *body]:
@@ -306,9 +311,9 @@ def format_table(rows: list[Row], settings: list[str]) -> str:
     return "\n".join(lines)
 
 
-def format_markdown(rows: list[Row], settings: list[str]) -> str:
-    header, body = table_cells(rows, settings)
-    numeric = {"params", "val %", "test %", "sec", "seeds"}
+def format_markdown(rows: list[Row], settings: list[str], ranked: bool = False) -> str:
+    header, body = table_cells(rows, settings, ranked)
+    numeric = NUMERIC
     esc = lambda c: c.replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---:" if h in numeric else "---" for h in header) + "|"]

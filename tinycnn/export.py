@@ -111,7 +111,7 @@ def _percent(x) -> str:
 
 
 def export_trial(run: Run, name: str, conf_dir: Path, force: bool = False,
-                 where: str = "") -> Exported:
+                 where: str = "", confirmed: dict | None = None) -> Exported:
     """Write conf/model/<name>.yaml (+ conf/train/<name>.yaml if the recipe was not the default)."""
     if not _NAME.match(name):
         raise TinycnnError(f"--name {name!r}: use letters, digits, '_', '-' or '.', so that "
@@ -140,6 +140,12 @@ def export_trial(run: Run, name: str, conf_dir: Path, force: bool = False,
               + (f"run folder: {display_path(run.dir)}\n" if run.dir else "") +
               f"{run.state}: val {_percent(run.val_acc)}, test {_percent(run.test_acc)}, "
               f"{trial_net.num_params:,} params (seed {run.seed})\n")
+    if confirmed is not None:
+        header += (f"confirmed over {confirmed['seeds']} seeds (tinycnn confirm, rank 1 by mean "
+                   f"validation accuracy): val {_percent(confirmed['val_acc_mean'])} ± "
+                   f"{_percent(confirmed['val_acc_std'])}, test "
+                   f"{_percent(confirmed['test_acc_mean'])} ± "
+                   f"{_percent(confirmed['test_acc_std'])}\n")
     command = f"python run.py model={name}" + (f" train={name}" if train_differs else "")
     header += f"train it: {command}"
     previous = {p: p.read_text() for p in (model_path, train_path) if p is not None and p.exists()}

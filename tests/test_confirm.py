@@ -1,0 +1,100 @@
+"""tinycnn confirm on a small real sweep: top configs retrained over seeds, reused next time."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from statistics import mean, stdev
+
+import pytest
+
+from conftest import REPO
+from tinycnn import cli
+
+SMALL = ["data.limit=600", "data.val_size=300", "data.test_limit=300", "train.evals_per_epoch=1"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    import os
+    root = tmp_path_factory.mktemp("confirm")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "-m", "sweeps=stack5k", *SMALL,
+                           "threads=1", "hydra.sweeper.n_trials=8",
+                           f"hydra.sweeper.storage=sqlite:///{root / 'optuna.db'}",
+                           f"hydra.sweep.dir={root / 'sweep'}"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return root
+
+
+def confirm(capsys, *argv):
+    code = cli.main(["confirm", *map(str, argv)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def test_confirm_ranks_by_mean_validation_and_reuses_its_runs(sweep, capsys, tmp_path):
+    out_dir = sweep / "confirmed"
+    args = [sweep / "sweep", "--top", 2, "--seeds", 3, "--out", out_dir, "--jobs", 2,
+            "--threads", 1, "--format", "json"]
+    code, out, err = confirm(capsys, *args)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 2 and "4 run(s) to train" in err  # seed 0 came from the sweep
+    for rank, row in enumerate(rows, 1):
+        assert row["rank"] == rank and row["seeds"] == 3 and row["seed_list"] == [0, 1, 2]
+        vals, tests = [], []
+        for d in row["dirs"]:
+            m = json.loads((Path(d) / "metrics.json").read_text())
+            assert m["status"] == "complete" and m["params"] == row["params"]
+            vals.append(m["val_acc"])
+            tests.append(m["test_acc"])
+        assert row["val_acc_mean"] == pytest.approx(mean(vals))
+        assert row["val_acc_std"] == pytest.approx(stdev(vals))
+        assert row["test_acc_mean"] == pytest.approx(mean(tests))
+        assert row["test_acc_std"] == pytest.approx(stdev(tests))
+        assert Path(row["dirs"][0]).parent == sweep / "sweep"  # the search's own seed-0 run
+        assert all(Path(d).parent.parent == out_dir for d in row["dirs"][1:])
+    assert rows[0]["val_acc_mean"] >= rows[1]["val_acc_mean"]  # by validation, never by test
+    saved = json.loads((out_dir / "confirmed.json").read_text())
+    assert saved["ranking"] == rows
+
+    # again: nothing is trained, the same ranking comes back
+    stamps = {d: (Path(d) / "metrics.json").stat().st_mtime_ns for r in rows for d in r["dirs"]}
+    code, out, err = confirm(capsys, *args)
+    assert code == 0 and "0 run(s) to train" in err
+    assert json.loads(out) == rows
+    assert stamps == {d: (Path(d) / "metrics.json").stat().st_mtime_ns for d in stamps}
+
+    # more seeds: only the missing ones are trained
+    code, out, err = confirm(capsys, *args[:3], "--seeds", 4, *args[5:])
+    assert code == 0 and "2 run(s) to train" in err
+    assert [r["seeds"] for r in json.loads(out)] == [4, 4]
+
+    # the table, and export of the confirmed winner
+    code, out, err = confirm(capsys, *args[:-2], "--seeds", 4, "--settings", "s1.width")
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["rank", "trial", "state"]
+    conf = tmp_path / "conf"
+    import shutil
+    shutil.copytree(REPO / "conf", conf)
+    code = cli.main(["export", "--confirmed", "--from", str(sweep / "sweep"),
+                     "--outputs", str(tmp_path / "none"), "--name", "x", "--conf-dir", str(conf)])
+    assert code == 2 and "run `tinycnn confirm SOURCE` first" in capsys.readouterr().err
+    shutil.copytree(out_dir, tmp_path / "outs" / "confirm" / "sweep")
+    code = cli.main(["export", "--confirmed", "--from", str(sweep / "sweep"),
+                     "--outputs", str(tmp_path / "outs"), "--name", "winner",
+                     "--conf-dir", str(conf)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    header = (conf / "model" / "winner.yaml").read_text()
+    assert "confirmed over 4 seeds" in header and f"trial {rows[0]['trial']}" in header
+
+
+def test_confirm_bad_input(sweep, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["confirm", str(sweep / "sweep"), "--top", "0"])
+    assert "--top: '0': expected a whole number >= 1" in capsys.readouterr().err
+    code, out, err = confirm(capsys, sweep / "nothing-here")
+    assert code == 2 and "does not exist" in err

@@ -1,0 +1,211 @@
+"""Confirm before you crown: retrain the best configurations of a search over several seeds.
+
+A search ranks networks by one seed's validation accuracy, and seed noise (0.1-0.2 points) is as
+large as the gaps between good finalists. `tinycnn confirm` takes the top K distinct configs by
+validation accuracy, trains each until it has S seeds (the seeds already trained count), and
+ranks them by their mean validation accuracy. The test set is reported, never used to rank.
+
+Each new run is an ordinary run folder, OUT/<config_key>/seed_<s>/, made by the same training
+code (tinycnn.runner.run), so a second `confirm` finds and reuses it. The ranking is written to
+OUT/confirmed.json, which `tinycnn export --confirmed` reads.
+"""
+
+import json
+import multiprocessing
+import re
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from tinycnn.compare import Row, group
+from tinycnn.errors import TinycnnError
+from tinycnn.record import write_json_atomic
+from tinycnn.results import DamagedRun, Run, Sources, display_path, read_run
+
+RESULTS = "confirmed.json"
+
+
+def confirm_dir(sources: list[str], outputs: Path = Path("outputs")) -> Path:
+    """outputs/confirm/<source>: the study's name, or the sweep folder's last part."""
+    names = [re.sub(r"[^\w.-]+", "_", Path(s.rstrip("/")).name or s) for s in sources] or ["latest"]
+    return Path(outputs) / "confirm" / "+".join(names)
+
+
+@dataclass
+class Job:
+    rank: int          # the config's place in the search's ranking (1 = best single run)
+    key: str
+    seed: int
+    config: dict
+    out_dir: Path
+
+
+def finalists(found: Sources, top: int) -> list[Row]:
+    """The top `top` distinct complete configs by (mean) validation accuracy."""
+    rows = [r for r in group(found.runs) if r.state == "complete" and r.val_acc is not None]
+    rows.sort(key=lambda r: (-r.val_acc, r.params if r.params is not None else 0))
+    return rows[:top]
+
+
+def _seed_runs(folder: Path) -> list[Run]:
+    """The complete runs already recorded under a config's confirm folder."""
+    runs = []
+    for d in sorted(folder.glob("seed_*")) if folder.is_dir() else []:
+        try:
+            run = read_run(d, source=str(folder))
+        except DamagedRun:
+            continue  # a run killed before it finished: trained again below
+        if run.state == "complete":
+            runs.append(run)
+    return runs
+
+
+def plan_jobs(rows: list[Row], seeds: int, out: Path, data_root=None,
+              threads: int | None = None) -> tuple[list[Job], list[Path]]:
+    """The runs still missing for `seeds` seeds per row (the search's own runs and those already
+    in the row's confirm folder count), and each row's confirm folder."""
+    from tinycnn.data import root_here
+    jobs, folders = [], []
+    for rank, row in enumerate(rows, 1):
+        base = next((r for r in row.seed_runs if r.config), None)
+        if base is None:
+            raise TinycnnError(f"trial {row.trial}: its run folder ({display_path(row.dir)}) with "
+                               "config.yaml is not here, so it cannot be trained again.")
+        key = row.runs[0].config_key or f"trial_{row.trial}"
+        folder = out / key
+        folders.append(folder)
+        have = {r.seed for r in row.runs + _seed_runs(folder)}
+        need = max(seeds - len(have), 0)
+        new_seeds, s = [], 0
+        while len(new_seeds) < need:
+            if s not in have:
+                new_seeds.append(s)
+            s += 1
+        for seed in new_seeds:
+            cfg = {k: v for k, v in base.config.items() if k not in ("optuna", "hydra")}
+            cfg = json.loads(json.dumps(cfg))
+            cfg["seed"] = seed
+            if threads is not None:
+                cfg["threads"] = threads
+            root = (cfg.get("data") or {}).get("root")
+            cfg.setdefault("data", {})["root"] = str(data_root or root_here(root) or root)
+            jobs.append(Job(rank, key, seed, cfg, folder / f"seed_{seed}"))
+    return jobs, folders
+
+
+def _train(config: dict, out_dir: str) -> dict:
+    """One run in a worker process (a fresh interpreter: its own torch threads)."""
+    import os
+    os.environ["TQDM_DISABLE"] = "1"  # one progress bar, the parent's, not one per worker
+    from tinycnn.runner import run
+    return run(OmegaConf.create(config), out_dir)
+
+
+def run_jobs(jobs: list[Job], workers: int = 1) -> None:
+    """Train the jobs, `workers` at a time, with a progress bar; a failed run is reported and
+    the others go on."""
+    from tqdm import tqdm
+    if not jobs:
+        return
+    ctx = multiprocessing.get_context("spawn")  # no torch state shared with this process
+    bar = tqdm(total=len(jobs), desc="confirm", unit="run", disable=None, dynamic_ncols=True)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(_train, j.config, str(j.out_dir)): j for j in jobs}
+        try:
+            for fut in as_completed(futures):
+                j = futures[fut]
+                bar.update(1)
+                try:
+                    m = fut.result()
+                    line = (f"config #{j.rank} seed {j.seed}: val {100 * m['val_acc']:.2f}%, "
+                            f"test {100 * m['test_acc']:.2f}% ({m['seconds']:.1f} s) -> "
+                            f"{display_path(j.out_dir)}")
+                except Exception as exc:  # recorded in its folder; the ranking skips it
+                    line = (f"config #{j.rank} seed {j.seed}: failed: "
+                            f"{' '.join(str(exc).split())[:200]}")
+                tqdm.write(f"tinycnn: {line}", file=sys.stderr)
+        except KeyboardInterrupt:
+            for fut in futures:
+                fut.cancel()
+            raise
+    bar.close()
+
+
+def ranking(rows: list[Row], folders: list[Path]) -> list[Row]:
+    """Each finalist with all its runs, ranked by mean validation accuracy (then fewer params)."""
+    out = []
+    for row, folder in zip(rows, folders):
+        runs, seen = [], set()
+        for r in row.runs + _seed_runs(folder):
+            if r.dir not in seen:
+                seen.add(r.dir)
+                runs.append(r)
+        out.append(Row(runs))
+    out.sort(key=lambda r: (-r.val_acc, r.params if r.params is not None else 0))
+    return out
+
+
+def records(rows: list[Row], settings: list[str]) -> list[dict]:
+    """json/csv rows: mean and std over seeds as fractions, with every run folder."""
+    recs = []
+    for rank, r in enumerate(rows, 1):
+        (vm, vs), (tm, ts), (sm, _) = (r.stats[k] for k in ("val_acc", "test_acc", "seconds"))
+        recs.append({
+            "rank": rank, "trial": r.trial, "params": r.params, "seeds": r.n,
+            "seed_list": [x.seed for x in r.seed_runs],
+            "val_acc_mean": vm, "val_acc_std": vs, "test_acc_mean": tm, "test_acc_std": ts,
+            "seconds_mean": sm, "config_key": r.runs[0].config_key,
+            "source": r.runs[0].source,
+            "settings": {k: r.settings.get(k) for k in settings},
+            "dirs": [str(x.dir) for x in r.seed_runs],
+        })
+    return recs
+
+
+def format_table(rows: list[Row], settings: list[str], markdown: bool = False) -> str:
+    """compare's table (or markdown) with a rank column in front."""
+    from tinycnn.compare import format_markdown, format_table as compare_table
+    return (format_markdown if markdown else compare_table)(rows, settings, ranked=True)
+
+
+def format_records(recs: list[dict], fmt: str, settings: list[str]) -> str:
+    if fmt == "json":
+        return json.dumps(recs, indent=2, default=str)
+    import csv
+    import io
+    buf = io.StringIO()
+    columns = [k for k in (recs[0] if recs else {"rank": 0}) if k != "settings"] + settings
+    writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for rec in recs:
+        flat = {**rec, **rec["settings"]}
+        for k in ("seed_list", "dirs"):
+            flat[k] = " ".join(str(x) for x in rec[k])
+        writer.writerow(flat)
+    return buf.getvalue().rstrip("\n")
+
+
+def save(out: Path, recs: list[dict], sources: list[str], seeds: int) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RESULTS
+    write_json_atomic(path, {"sources": sources, "seeds": seeds, "ranking": recs})
+    return path
+
+
+def load_winner(path: Path) -> dict:
+    """The first row of a confirmed.json (for `tinycnn export --confirmed`)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS
+    if not path.is_file():
+        raise TinycnnError(f"{path}: no such file; run `tinycnn confirm SOURCE` first (it writes "
+                           f"outputs/confirm/<source>/{RESULTS}).")
+    try:
+        ranking_ = json.loads(path.read_text())["ranking"]
+        return ranking_[0]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise TinycnnError(f"{path} is not a confirm ranking ({type(exc).__name__}); run "
+                           "`tinycnn confirm` again to rewrite it.") from None
