@@ -17,6 +17,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from tinycnn.errors import TinycnnError
+from tinycnn.record import NOT_RECORDED, settings as _settings
 
 DEFAULT_STORAGE = "sqlite:///outputs/optuna.db"
 STATES = ("complete", "pruned", "failed", "infeasible", "running", "waiting")
@@ -75,30 +76,6 @@ class DamagedRun(TinycnnError):
     """A run folder whose record cannot be read."""
 
 
-def flatten(cfg, prefix: str = "") -> dict:
-    """{"a": {"b": [1, {"c": 2}]}} -> {"a.b.0": 1, "a.b.1.c": 2}: keys as overrides spell them."""
-    if isinstance(cfg, dict):
-        items = cfg.items()
-    elif isinstance(cfg, list):
-        items = enumerate(cfg)
-    else:
-        return {prefix: cfg}
-    out = {}
-    for key, value in items:
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-# Keys that never describe what was trained (where and how it ran, not what).
-_NOT_SETTINGS = ("hydra", "optuna", "data.root", "device", "seed")
-
-
-def _settings(config: dict) -> dict:
-    flat = flatten(config)
-    return {k: v for k, v in flat.items()
-            if not any(k == p or k.startswith(p + ".") for p in _NOT_SETTINGS)}
-
-
 def _load_config(path: Path) -> dict | None:
     if not path.is_file():
         return None
@@ -107,7 +84,9 @@ def _load_config(path: Path) -> dict | None:
         cfg = OmegaConf.to_container(cfg, resolve=False)
     except Exception as exc:
         raise DamagedRun(f"{path}: unreadable config.yaml ({exc})") from exc
-    return {k: v for k, v in cfg.items() if k != "hydra"} if isinstance(cfg, dict) else None
+    if not isinstance(cfg, dict):
+        return None
+    return {k: v for k, v in cfg.items() if k not in NOT_RECORDED}
 
 
 def _preset_choices(job: Path) -> dict:

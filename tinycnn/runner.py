@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 
 from tinycnn.data import check_data_cfg, load_mnist
 from tinycnn.model import build_model, format_param_table
-from tinycnn.record import config_key, plain, save_checkpoint, versions, write_json_atomic, \
-    write_text_atomic
+from tinycnn.record import config_key, record_config, save_checkpoint, versions, \
+    write_json_atomic, write_text_atomic
 from tinycnn.train import check_train_cfg, evaluate, train
 from tinycnn.errors import ConfigError
 
@@ -61,9 +61,7 @@ def run(cfg, out_dir, overrides=()) -> dict:
     reporter = _trial_reporter(cfg)
     log.info("%s", format_param_table(model))
 
-    resolved = plain(cfg)
-    resolved.pop("hydra", None)
-    write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+    write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(record_config(cfg)))
     record = {"status": "running", "params": model.num_params,
               "params_by_block": model.param_table(), "seed": seed, "epochs": cfg.train.epochs,
               "device": str(device), "config_key": config_key(cfg), "overrides": list(overrides),

@@ -173,7 +173,8 @@ def trial_reporter(optuna_cfg) -> Callable[[int, float], None] | None:
     if len(study.directions) > 1:
         return None
     number = int(cfg["trial"])
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
     if storage.get_trial(trial_id).state.is_finished():
         log.warning("Optuna trial %d of study %r is already finished: training without reporting "
                     "to it", number, study.study_name)

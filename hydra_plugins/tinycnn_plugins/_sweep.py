@@ -8,7 +8,9 @@ each worker stops once the study holds n_trials, and every trial's job reports t
 through the storage (pruning works whatever launcher runs it).
 """
 
+import contextlib
 import copy
+import io
 import logging
 import math
 import os
@@ -19,17 +21,17 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import optuna
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus, configure_log
 from hydra.errors import CompactHydraException
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
 from tinycnn.errors import ConfigError
 from tinycnn.study import make_pruner, open_storage, pruner_settings, storage_url
 
+from ._overrides import apply_overrides
 from ._search_space import SpaceError, format_value, parse_space, quote
 
 log = logging.getLogger(__name__)
@@ -153,9 +155,9 @@ class OptunaSweep:
                 raise SweepError(f"{d.key}={d.spec}: {d.name!r} is not a key of the config "
                                  "(print it with `python run.py --cfg job`); to add a new key, "
                                  f"write +{d.name}")
-        # Checking a trial needs only its model config. Composing it the full Hydra way takes
-        # ~0.3 s; when the search touches values only (no config group), applying the trial's
-        # overrides to a copy of the composed master config gives the same config in ~20 ms.
+        # Checking a trial needs only its model config: when the search touches values only
+        # (no config group), the trial's overrides are applied to a copy of the composed master
+        # config (see _overrides.py), not composed the full Hydra way (~0.3 s a trial).
         self.parser = OverridesParser.create()
         extra = self.parser.parse_overrides(fixed_from_params)
         self.fast_compose = not any(d.name in choices for d in self.dims.values()) and not any(
@@ -166,7 +168,7 @@ class OptunaSweep:
             self.base_cfg = OmegaConf.create(base)
             OmegaConf.set_struct(self.base_cfg, True)
             try:
-                ConfigLoaderImpl._apply_overrides_to_config(extra, self.base_cfg)
+                apply_overrides(extra, self.base_cfg)
             except Exception as exc:
                 raise SweepError(f"hydra.sweeper.params: {_first_line(exc)}") from None
         if OmegaConf.select(self.config, "data.val_size") == 0:
@@ -329,8 +331,7 @@ class OptunaSweep:
         try:
             if self.fast_compose:
                 cfg = copy.deepcopy(self.base_cfg)
-                ConfigLoaderImpl._apply_overrides_to_config(
-                    self.parser.parse_overrides(searched), cfg)
+                apply_overrides(self.parser.parse_overrides(searched), cfg)
             else:
                 cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
         except Exception as exc:
@@ -410,7 +411,7 @@ class OptunaSweep:
         if out_dir != c.dir:
             trial.set_user_attr("dir", str(out_dir))
         metrics = _read_json(out_dir / "metrics.json")
-        value = ret._return_value
+        value = _outcome(ret)
         complete = ret.status == JobStatus.COMPLETED and isinstance(value, (int, float)) \
             and math.isfinite(value)
         if complete:
@@ -472,17 +473,16 @@ class OptunaSweep:
 
     # ------------------------------------------------------------------ records
     def _write_record(self, out_dir: Path, cfg: Optional[DictConfig], metrics: dict) -> None:
-        from tinycnn.record import config_key, plain, write_json_atomic, write_text_atomic
+        from tinycnn.record import NOT_RECORDED, config_key, record_config, write_json_atomic, \
+            write_text_atomic
         out_dir.mkdir(parents=True, exist_ok=True)
         if cfg is not None:
-            cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-            with open_dict(cfg):
-                cfg.pop("hydra", None)
             try:
-                resolved = plain(cfg)
-                metrics["config_key"] = config_key(resolved)
+                resolved = record_config(cfg)
+                metrics["config_key"] = config_key(cfg)
             except Exception:  # an interpolation only a running job can resolve
-                resolved = OmegaConf.to_container(cfg, resolve=False)
+                resolved = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items()
+                            if k not in NOT_RECORDED}
             write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(resolved))
         write_json_atomic(out_dir / "metrics.json", metrics)
 
@@ -595,6 +595,17 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _outcome(ret: JobReturn) -> Any:
+    """What the job returned, or the exception it raised. JobReturn.return_value re-raises a
+    failure after writing "Error executing job with overrides: ..." to stderr; the sweeper logs
+    its own line per trial, so that one is dropped."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return ret.return_value
+        except BaseException as exc:  # the job's own exception (TrialPruned, Diverged, ...)
+            return exc
 
 
 def _first_line(exc: BaseException) -> str:
