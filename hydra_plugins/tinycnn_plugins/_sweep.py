@@ -29,7 +29,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
 from tinycnn.errors import ConfigError
-from tinycnn.study import make_pruner, open_storage, pruner_settings, storage_url
+from tinycnn.study import Heartbeat, StorageError, fail_stale_trials, job_storage, make_pruner, \
+    mask, open_storage, pruner_settings, redact, retried_from, storage_url, supports_heartbeat
 
 from ._overrides import apply_overrides
 from ._search_space import SpaceError, format_value, parse_space, quote
@@ -69,6 +70,8 @@ class OptunaSweep:
         self.s = {k: _plain(v) for k, v in settings.items()}
         self.counts: Counter = Counter()   # this worker's trials by state
         self.errors: List[str] = []        # this worker's failures, for the stop message
+        self.interrupted: List[int] = []   # trials failed by Ctrl-C
+        self.heartbeat: Optional[Heartbeat] = None
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.hydra_context = hydra_context
@@ -108,6 +111,17 @@ class OptunaSweep:
             self.objectives = objectives
             self.directions = [OBJECTIVES[o] for o in objectives]
             self.storage_url = storage_url(s.get("storage") or "")
+            self.shown_url = mask(self.storage_url)  # what logs and files may show
+            self.connect_timeout = s.get("connect_timeout", 10)
+            if isinstance(self.connect_timeout, bool) or not isinstance(
+                    self.connect_timeout, (int, float)) or not self.connect_timeout > 0:
+                raise SweepError(f"hydra.sweeper.connect_timeout = {self.connect_timeout!r}: "
+                                 "expected a positive number of seconds")
+            self.heartbeat_spec = None
+            if s.get("heartbeat_interval") is not None:
+                interval = _whole(s, "heartbeat_interval", 1)
+                grace = _whole(s, "grace_period", interval + 1)
+                self.heartbeat_spec = (interval, grace, _whole(s, "max_retry", 0))
             self.pruner_spec = pruner_settings(s.get("pruner"))
             self.pruner = make_pruner(self.pruner_spec)
             if len(objectives) > 1 and not isinstance(self.pruner, optuna.pruners.NopPruner):
@@ -178,8 +192,30 @@ class OptunaSweep:
                              "the test set is never used for selection.")
 
     # ------------------------------------------------------------------ study
+    def _hide_secret(self) -> None:
+        """Mask the storage's password in the config that multirun.yaml and every job's
+        .hydra/ record (hydra.sweeper.storage, and hydra.overrides.hydra, from which the
+        launcher composes each job)."""
+        from omegaconf import read_write
+        url = self.storage_url
+        raw = str(self.s.get("storage") or "")
+        with read_write(self.config.hydra):
+            self.config.hydra.sweeper.storage = mask(raw)
+            hydra_overrides = self.config.hydra.overrides.hydra
+            for i, o in enumerate(hydra_overrides):
+                hydra_overrides[i] = redact(redact(o, raw), url)
+
+    def interrupted_note(self) -> str:
+        done = ", ".join(map(str, self.interrupted))
+        return (f"trial(s) {done} recorded failed ('interrupted'). " if done else "") + \
+            "Run the same command again to continue the study."
+
     def _open_study(self) -> optuna.Study:
-        storage = open_storage(self.storage_url)
+        try:
+            storage = open_storage(self.storage_url, self.connect_timeout, self.heartbeat_spec)
+        except StorageError as exc:
+            raise SweepError(f"hydra.sweeper.storage: {exc}") from None
+        self.storage = storage
         seed = self.sampler_spec.get("seed")
         try:
             # Creating is atomic in the storage: exactly one of several workers started at once
@@ -198,7 +234,7 @@ class OptunaSweep:
         if have != self.directions:
             names = {v: k for k, v in OBJECTIVES.items()}
             raise SweepError(
-                f"study {self.study_name!r} in {self.storage_url} was created for "
+                f"study {self.study_name!r} in {self.shown_url} was created for "
                 f"{[names.get(d, d) for d in have]} ({', '.join(have)}); this sweep asks for "
                 f"hydra.sweeper.objectives = {self.objectives}. Use another "
                 "hydra.sweeper.study_name, or the study's objectives.")
@@ -237,17 +273,19 @@ class OptunaSweep:
     # ------------------------------------------------------------------ sweep
     def sweep(self, arguments: List[str]) -> Any:
         self._settings()
+        self._hide_secret()
         self._space(arguments)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from here
         study = self._open_study()
         if self.created:
             self._enqueue_baseline(study)
+        self._recover(study)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         have = _taken(study)
         log.info("study %r (%s) in %s: %d of %d trials there; %d dimensions, budget %s params, "
                  "sampler %s, pruner %s; trial folders in %s", self.study_name,
-                 ", ".join(self.objectives), self.storage_url, have, self.n_trials,
+                 ", ".join(self.objectives), self.shown_url, have, self.n_trials,
                  len(self.dims), f"{self.max_params:,}", self.sampler_spec.get("name", "tpe"),
                  self.pruner_spec.get("name", "none"), self.sweep_dir)
         if have >= self.n_trials:
@@ -256,6 +294,9 @@ class OptunaSweep:
         results = []
         while True:
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            fail_stale_trials(study, self.storage)  # a killed worker's trials, retried
+            if self.heartbeat:
+                self.heartbeat.clear()  # the last batch is told
             batch = self._next_batch(study)
             if not batch:
                 break
@@ -269,7 +310,11 @@ class OptunaSweep:
             except BaseException as exc:  # Ctrl-C or a launcher failure: leave no trial RUNNING
                 why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 for c in batch:
-                    self._fail(study, c.trial, f"interrupted ({why})")
+                    self._fail(study, c.trial, f"interrupted ({why})",
+                               count=not isinstance(exc, KeyboardInterrupt))
+                    self.interrupted.append(c.trial.number)
+                    if c.baseline:  # the comparison every sweep reports must still be made
+                        study.enqueue_trial(dict(c.trial.params), user_attrs={"baseline": True})
                 raise
             self.job_idx += len(batch)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -278,7 +323,19 @@ class OptunaSweep:
             results.append(returns)
             self._check_failure_rate(study)
         self._summary(study)
+        if self.heartbeat:
+            self.heartbeat.close()
         return results
+
+    def _recover(self, study: optuna.Study) -> None:
+        """Heartbeats for this worker's trials, and the trials of killed workers failed and
+        retried (Optuna's heartbeat + RetryHeartbeatStaleTrialCallback); RDB storages only."""
+        if supports_heartbeat(self.storage):
+            self.heartbeat = Heartbeat(self.storage, self.study_name)
+        elif self.heartbeat_spec and "://" not in self.storage_url:
+            log.info("journal storage: Optuna keeps no heartbeats there, so a trial whose "
+                     "worker was killed stays RUNNING and counts toward n_trials (use SQLite or "
+                     "PostgreSQL to have it retried)")
 
     def _next_batch(self, study: optuna.Study) -> List[Candidate]:
         """Up to n_jobs trials that fit the budget; infeasible ones are told on the way."""
@@ -286,13 +343,16 @@ class OptunaSweep:
         dists = {d.name: d.distribution for d in self.dims.values()}
         while len(batch) < self.n_jobs:
             trials = study.get_trials(deepcopy=False)
-            if sum(t.state != TrialState.WAITING for t in trials) >= self.n_trials:
+            retried = _retried(trials)  # trials a retry replaces do not count toward n_trials
+            if sum(t.state != TrialState.WAITING for t in trials) - len(retried) >= self.n_trials:
                 break
             trial = study.ask(dists)
+            if self.heartbeat:
+                self.heartbeat.add(trial.number)
             # A new trial's number counts the trials before it (Optuna numbers them atomically
             # and hands out enqueued ones first). Enqueued ones were asked for: always run.
             enqueued = trial.number < len(trials)
-            if not enqueued and trial.number >= self.n_trials:
+            if not enqueued and trial.number >= self.n_trials + len(retried):
                 # Another worker asked in the same instant and the study was full: Optuna cannot
                 # take a trial back, so this one is closed as failed, marked surplus.
                 trial.set_user_attr("surplus", True)
@@ -316,12 +376,13 @@ class OptunaSweep:
         overrides = self.fixed + searched
         pruner = ",".join(f"{k}:{format_value(v)}" for k, v in self.pruner_spec.items())
         job = overrides + [
-            f"++optuna.storage={quote(self.storage_url)}",
+            f"++optuna.storage={quote(job_storage(self.storage_url))}",
             f"++optuna.study={quote(self.study_name)}",
             f"++optuna.trial={n}",
             f"++optuna.pruner={{{pruner}}}",
             f"hydra.sweep.subdir=trial_{n}",
-        ]
+        ] + ([f"hydra.sweeper.storage={quote(self.shown_url)}"]
+             if self.shown_url != self.storage_url else [])  # a sweep file's URL, masked
         out_dir = self.sweep_dir / f"trial_{n}"
         baseline = bool(trial.user_attrs.get("baseline", False))
         twin = None if baseline else _twin(trials, overrides)
@@ -491,7 +552,7 @@ class OptunaSweep:
         states = Counter(_state(t) for t in trials)
         done = [t for t in trials if _state(t) == "complete"]
         summary: Dict[str, Any] = {
-            "name": "tinycnn_optuna", "study_name": self.study_name, "storage": self.storage_url,
+            "name": "tinycnn_optuna", "study_name": self.study_name, "storage": self.shown_url,
             "objectives": self.objectives, "max_params": self.max_params,
             "n_trials": self.n_trials, "trials_in_study": len(trials),
             "study": {k: states.get(k, 0) for k in
@@ -500,6 +561,8 @@ class OptunaSweep:
             "this_run": {k: self.counts.get(k, 0) for k in
                          ("complete", "pruned", "failed", "infeasible", "surplus", "duplicate")},
             "duplicates_reused": sum("duplicate_of" in t.user_attrs for t in trials),
+            # trials of killed workers, failed by their heartbeat and run again
+            "retried": sorted(_retried(trials)),
         }
         base = next((t for t in trials if t.user_attrs.get("baseline")), None)
         summary["baseline"] = _brief(base) if base else None
@@ -520,8 +583,10 @@ class OptunaSweep:
 
         st = summary["study"]
         log.info("study %r: %d trials (n_trials %d): %d complete, %d pruned, %d failed, "
-                 "%d infeasible (never trained)%s%s", self.study_name, len(trials), self.n_trials,
-                 st["complete"], st["pruned"], st["failed"], st["infeasible"],
+                 "%d infeasible (never trained)%s%s%s", self.study_name, len(trials),
+                 self.n_trials, st["complete"], st["pruned"], st["failed"], st["infeasible"],
+                 f"; {len(summary['retried'])} failed with their worker and retried (trials "
+                 f"{', '.join(map(str, summary['retried']))})" if summary["retried"] else "",
                  f", {st['running']} running" if st["running"] else "",
                  f"; {summary['duplicates_reused']} of the complete ones repeat an earlier "
                  "network and reused its result" if summary["duplicates_reused"] else "")
@@ -560,10 +625,17 @@ def _twin(trials: List[optuna.trial.FrozenTrial],
     return None
 
 
+def _retried(trials: List[optuna.trial.FrozenTrial]) -> set:
+    """Numbers of the trials that a retry (a trial with retried_from) replaces."""
+    return {t.system_attrs["retry_history"][-1] for t in trials if retried_from(t) is not None}
+
+
 def _state(t: optuna.trial.FrozenTrial) -> str:
     if t.user_attrs.get("surplus"):
         return "surplus"
-    return t.user_attrs.get("state") or t.state.name.lower()
+    if t.state == TrialState.RUNNING or t.state == TrialState.WAITING:
+        return t.state.name.lower()  # a retry inherits its failed original's user attrs
+    return t.user_attrs.get("state") or {"FAIL": "failed"}.get(t.state.name, t.state.name.lower())
 
 
 def _brief(t: optuna.trial.FrozenTrial) -> dict:
