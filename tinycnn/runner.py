@@ -34,6 +34,20 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def _whole(name: str, value, low: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} = {value!r}: expected {what}")
+    return value
+
+
+def check_run_cfg(cfg) -> None:
+    """The top-level settings: a seed of 1.5 is refused, not truncated to 1."""
+    _whole("seed", cfg.get("seed"), 0, "a whole number >= 0 (e.g. seed=0)")
+    if cfg.get("threads") is not None:
+        _whole("threads", cfg.threads, 1, "a whole number of CPU threads >= 1, or null for "
+               "torch's default (one per core)")
+
+
 def _trial_reporter(cfg):
     optuna_cfg = cfg.get("optuna")
     if not optuna_cfg:
@@ -50,7 +64,8 @@ def run(cfg, out_dir, overrides=()) -> dict:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    seed = int(cfg.seed)
+    check_run_cfg(cfg)
+    seed = cfg.seed
     torch.manual_seed(seed)  # weight init
     model = build_model(cfg.model)
     check_train_cfg(cfg.train)
