@@ -117,7 +117,7 @@ def _open(url: str, connect_timeout: float, heartbeat: tuple | None) -> optuna.s
     os.makedirs(os.path.dirname(path), exist_ok=True)
     # Several processes write one file and SQLite locks it whole: wait for the lock (60 s)
     # rather than fail after the default 5 s while another worker commits.
-    with _file_lock(path + ".init-lock"):
+    with file_lock(path + ".init-lock"):
         storage = _rdb(url, engine_kwargs={"connect_args": {"timeout": 60}}, **kwargs)
         _sqlite_wal(storage.engine)
     return storage
@@ -141,7 +141,7 @@ def _rdb(url: str, **kwargs) -> optuna.storages.RDBStorage:
             time.sleep(0.2 + random.random())
 
 
-class _file_lock:
+class file_lock:
     """An exclusive lock on `path` for one block (POSIX; elsewhere the retries above serve)."""
 
     def __init__(self, path: str):

@@ -548,6 +548,20 @@ class OptunaSweep:
         write_json_atomic(out_dir / "metrics.json", metrics)
 
     def _summary(self, study: optuna.Study) -> dict:
+        """optimization_results.yaml from the study's state, and the log lines. Workers sharing
+        a sweep folder take turns (a file lock) to read the study and replace the file
+        atomically, so the file left is the last worker's, read after every other one's end."""
+        from tinycnn.record import write_text_atomic
+        from tinycnn.study import file_lock
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(str(self.sweep_dir / f".{RESULTS_FILE}.lock")):
+            summary = self._summary_of(study)
+            write_text_atomic(self.sweep_dir / RESULTS_FILE,
+                              OmegaConf.to_yaml(OmegaConf.create(summary)))
+        self._log_summary(summary)
+        return summary
+
+    def _summary_of(self, study: optuna.Study) -> dict:
         trials = study.get_trials(deepcopy=False)
         states = Counter(_state(t) for t in trials)
         done = [t for t in trials if _state(t) == "complete"]
@@ -578,19 +592,19 @@ class OptunaSweep:
         if len(self.objectives) > 1:
             front = [t for t in study.best_trials if _state(t) == "complete"]
             summary["pareto_front"] = [_brief(t) for t in sorted(front, key=lambda t: t.number)]
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(summary), self.sweep_dir / RESULTS_FILE)
+        return summary
 
+    def _log_summary(self, summary: dict) -> None:
         st = summary["study"]
         log.info("study %r: %d trials (n_trials %d): %d complete, %d pruned, %d failed, "
-                 "%d infeasible (never trained)%s%s%s", self.study_name, len(trials),
-                 self.n_trials, st["complete"], st["pruned"], st["failed"], st["infeasible"],
+                 "%d infeasible (never trained)%s%s%s", self.study_name,
+                 summary["trials_in_study"], self.n_trials, st["complete"], st["pruned"], st["failed"], st["infeasible"],
                  f"; {len(summary['retried'])} failed with their worker and retried (trials "
                  f"{', '.join(map(str, summary['retried']))})" if summary["retried"] else "",
                  f", {st['running']} running" if st["running"] else "",
                  f"; {summary['duplicates_reused']} of the complete ones repeat an earlier "
                  "network and reused its result" if summary["duplicates_reused"] else "")
-        if done:
+        if summary.get("best"):
             b = summary["best"]
             line = (f"best: trial {b['trial']} val_acc {b['val_acc']:.4f} params "
                     f"{b['params']:,} test_acc {_pct(b['test_acc'])} -> {b['dir']}")
@@ -601,7 +615,6 @@ class OptunaSweep:
                          f"{100 * summary['gain_over_baseline']:+.2f} points")
             log.info(line)
         log.info("results: %s", self.sweep_dir / RESULTS_FILE)
-        return summary
 
 
 _MISSING = object()
