@@ -23,8 +23,30 @@ def main(cfg: DictConfig) -> float | None:
     except TinycnnError as exc:
         if hc.mode == RunMode.MULTIRUN:
             raise  # the sweeper records it against the trial and goes on
+        _remove_unfinished(Path(hc.runtime.output_dir))
         sys.exit(f"tinycnn: {exc}")
+    except KeyboardInterrupt:
+        if hc.mode == RunMode.MULTIRUN:
+            raise  # the sweeper marks the trial failed and says so
+        print(f"tinycnn: interrupted; {hc.runtime.output_dir}/metrics.json records the run as "
+              "failed ('KeyboardInterrupt')", file=sys.stderr)
+        sys.exit(130)
     return metrics["val_acc"]
+
+
+# What Hydra and the runner write before training; a folder holding nothing else is a run that
+# was rejected before it trained, and is removed (tinycnn compare would list it as damaged).
+_BEFORE_TRAINING = {".hydra", "run.log", "config.yaml"}
+
+
+def _remove_unfinished(out_dir: Path) -> None:
+    import shutil
+    if out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= _BEFORE_TRAINING:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        try:
+            out_dir.parent.rmdir()  # outputs/DATE/, if this was its only run
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

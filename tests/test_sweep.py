@@ -122,22 +122,6 @@ def test_malformed_grammar_names_the_key_and_the_grammar(spec, says):
     assert "choice(a, b, ...)" in str(err.value)
 
 
-def test_shipped_spaces_contain_the_paper_network():
-    """sweeps/*.yaml load as the `sweeps` group; every key exists and the paper's own value is a
-    point of every dimension, so trial 0 of each study is the paper's network."""
-    names = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
-    assert {"paper25k", "wide25k"} <= set(names)
-    for name in names:
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("config", overrides=[f"sweeps={name}"], return_hydra_config=True)
-        s = cfg.hydra.sweeper
-        assert s._target_.endswith("TinycnnOptunaSweeper") and s.max_params == 25000
-        dims, _, _ = parse_space(OmegaConf.to_container(s.params), [])
-        for d in dims.values():
-            value = OmegaConf.select(cfg, d.name)
-            assert d.contains(value), f"{name}: {d.name}={value} is outside {d.spec}"
-
-
 # ---------------------------------------------------------------- settings, storage, reporter
 
 def settings(**over):

@@ -75,7 +75,7 @@ def feasible_networks(n: int, seed: int, overrides: list) -> list:
 
     from hydra_plugins.tinycnn_plugins._search_space import parse_space
     from tinycnn.errors import ConfigError
-    from tinycnn.model import build_model
+    from tinycnn.model import count_params
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["sweeps=paper25k", *overrides],
@@ -91,7 +91,7 @@ def feasible_networks(n: int, seed: int, overrides: list) -> list:
             if d.name.startswith("model."):
                 OmegaConf.update(model_cfg, d.name[len("model."):], trial.params[d.name])
         try:
-            if build_model(model_cfg).num_params <= budget:
+            if count_params(model_cfg)[0] <= budget:
                 found.append(dict(trial.params))
         except ConfigError:
             pass

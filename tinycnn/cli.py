@@ -24,6 +24,9 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL",
                    help=f"Optuna storage that study names are looked up in (default: "
                         f"{DEFAULT_STORAGE}; a path ending in .log is a journal file)")
+    p.add_argument("--connect-timeout", type=float, default=10, metavar="S",
+                   help="seconds to wait for a database server (PostgreSQL, MySQL) to answer "
+                        "before giving up (default: 10)")
     p.add_argument("--outputs", type=Path, default=Path("outputs"), metavar="DIR",
                    help="where runs are written, for finding the latest sweep (default: outputs)")
     p.add_argument("--conf-dir", type=Path, default=None, metavar="DIR",
@@ -175,7 +178,8 @@ def _paper_presets(conf_dir):
 
 def _collect(args, sources: list[str]):
     from tinycnn.results import collect
-    found = collect(sources, storage=args.storage, outputs=args.outputs)
+    found = collect(sources, storage=args.storage, outputs=args.outputs,
+                    connect_timeout=args.connect_timeout)
     for line in found.described:
         _note(line)
     if found.skipped:

@@ -14,7 +14,7 @@ import re
 from statistics import mean, stdev
 
 from tinycnn.errors import TinycnnError
-from tinycnn.presets import recipe
+from tinycnn.record import recipe
 from tinycnn.results import Run, display_path
 
 FORMATS = ("table", "markdown", "csv", "json")

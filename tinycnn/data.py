@@ -12,6 +12,12 @@ from tinycnn.errors import ConfigError, TinycnnError
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 TRAIN_SIZE = 60_000
+# The four idx files: (magic number, count) -> size in bytes. Header: magic (4 bytes, 0x803 for
+# images, 0x801 for labels), count (4), and for images rows and columns (4 + 4); then one byte
+# per pixel or label.
+IDX = {"train-images-idx3-ubyte": (0x803, 60_000), "train-labels-idx1-ubyte": (0x801, 60_000),
+       "t10k-images-idx3-ubyte": (0x803, 10_000), "t10k-labels-idx1-ubyte": (0x801, 10_000)}
+DOWNLOAD_TIMEOUT = 30  # s without an answer from the download server before giving up
 
 
 @dataclass
@@ -49,11 +55,49 @@ def check_data_cfg(data_cfg) -> None:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ConfigError(f"data.{key} = {v!r}: expected a positive number of images, "
                               "or null for all of them")
+    split = data_cfg.get("split_seed")
+    if isinstance(split, bool) or not isinstance(split, int) or split < 0:
+        raise ConfigError(f"data.split_seed = {split!r}: expected a whole number >= 0 (it "
+                          "fixes which training images are held out for validation)")
     if not data_cfg.std > 0:
         raise ConfigError(f"data.std = {data_cfg.std!r}: expected a positive number")
 
 
+def _idx_size(magic: int, count: int) -> int:
+    return (16 + count * 28 * 28) if magic == 0x803 else (8 + count)
+
+
+def check_mnist_files(root: Path) -> bool:
+    """True when the four files are in root/MNIST/raw and whole (idx header and size checked);
+    False when none is there (torchvision may download them); else one error naming the file."""
+    raw = root / "MNIST" / "raw"
+    present = [name for name in FILES if (raw / name).is_file()]
+    if not present:
+        return False
+    missing = [name for name in FILES if name not in present]
+    if missing:
+        raise TinycnnError(f"MNIST in {raw} is incomplete: {', '.join(missing)} missing (found "
+                           f"{', '.join(present)}). Put the four original files there, or "
+                           "remove the folder's contents to have torchvision download them.")
+    for name in FILES:
+        magic, count = IDX[name]
+        path, want = raw / name, _idx_size(*IDX[name])
+        with open(path, "rb") as f:
+            head = f.read(8)
+        size = path.stat().st_size
+        if head[:4] != magic.to_bytes(4, "big") or head[4:8] != count.to_bytes(4, "big") \
+                or size != want:
+            raise TinycnnError(f"MNIST file {path} is damaged: {size:,} bytes with header "
+                               f"{head.hex() or '(none)'}; expected {want:,} bytes starting "
+                               f"{magic.to_bytes(4, 'big').hex()}{count.to_bytes(4, 'big').hex()} "
+                               "(idx format, magic and count). Replace it with the original file.")
+    return True
+
+
 def _mnist(root: Path, train: bool, download: bool) -> MNIST:
+    import socket
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # a server that never answers: an error, not a hang
     try:
         return MNIST(str(root), train=train, download=download)
     except Exception as exc:  # torchvision raises RuntimeError when absent, URLError etc. offline
@@ -64,6 +108,8 @@ def _mnist(root: Path, train: bool, download: bool) -> MNIST:
                 "data.root (or the TINYCNN_DATA environment variable) at the folder that holds "
                 "MNIST/raw/.") from None
         raise
+    finally:
+        socket.setdefaulttimeout(old)
 
 
 def load_mnist(data_cfg, device: torch.device | str = "cpu") -> Data:
@@ -72,6 +118,7 @@ def load_mnist(data_cfg, device: torch.device | str = "cpu") -> Data:
     the 10,000 test images are only ever used for reporting."""
     check_data_cfg(data_cfg)
     root = Path(str(data_cfg.root)).expanduser().resolve()
+    check_mnist_files(root)
     try:
         train, test = _mnist(root, True, False), _mnist(root, False, False)
     except Exception:

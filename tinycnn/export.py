@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 
 from tinycnn.errors import TinycnnError
 from tinycnn.model import build_model, format_param_table
-from tinycnn.presets import EVAL_ONLY, default_preset, load_preset, preset_yaml, recipe
+from tinycnn.presets import default_preset, load_preset, preset_yaml
+from tinycnn.record import EVAL_ONLY, recipe
 from tinycnn.record import write_text_atomic
 from tinycnn.results import Run, Sources, display_path
 

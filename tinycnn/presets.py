@@ -49,15 +49,6 @@ def load_preset(conf_dir: Path, group: str, name: str) -> dict | None:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
-# How often and in what batches validation runs changes what is reported, not what is trained.
-EVAL_ONLY = ("evals_per_epoch", "eval_batch_size")
-
-
-def recipe(train: dict | None) -> dict | None:
-    """The training recipe proper: a train config without its evaluation-only settings."""
-    return None if train is None else {k: v for k, v in train.items() if k not in EVAL_ONLY}
-
-
 class _PresetDumper(yaml.SafeDumper):
     pass
 

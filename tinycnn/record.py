@@ -15,8 +15,18 @@ from tinycnn.errors import TinycnnError
 
 CHECKPOINT_FORMAT = "tinycnn"
 CHECKPOINT_VERSION = 1
-# Keys that do not change what is trained, so runs differing only in them are the same config.
-NOT_PART_OF_CONFIG = ("seed", "optuna", "hydra", "device", "threads")
+
+# What a run record says about a configuration; the one place that defines it.
+# Never written to a run's config.yaml: Hydra's own node (kept in .hydra/) and the Optuna
+# sweeper's bookkeeping node `optuna` (storage, study, trial number, pruner; the storage may
+# carry a password, and the record has the trial number as metrics.json's "trial").
+NOT_RECORDED = ("hydra", "optuna")
+# Where and how a run ran, not what it trained: runs that differ only in these are one
+# configuration (one config_key; seed repeats of it are grouped by `tinycnn compare`).
+RUN_ONLY = ("seed", "device", "threads", "data.root")
+# Training settings that change what is reported (how often and in what batches validation
+# runs), not what is trained: a recipe is the same recipe whatever these are.
+EVAL_ONLY = ("evals_per_epoch", "eval_batch_size")
 
 
 def _atomic(path: Path, write) -> None:
@@ -51,12 +61,55 @@ def plain(cfg) -> dict:
     return json.loads(json.dumps(cfg))
 
 
+def record_config(cfg) -> dict:
+    """The config as a run folder's config.yaml holds it: resolved, without NOT_RECORDED. The
+    nodes are dropped before resolving, so an `optuna.storage: ${oc.env:...}` is never read."""
+    if isinstance(cfg, DictConfig):
+        return plain(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in NOT_RECORDED]))
+    return {k: v for k, v in plain(cfg).items() if k not in NOT_RECORDED}
+
+
+def flatten(cfg, prefix: str = "") -> dict:
+    """{"a": {"b": [1, {"c": 2}]}} -> {"a.b.0": 1, "a.b.1.c": 2}: keys as overrides spell them."""
+    if isinstance(cfg, dict):
+        items = cfg.items()
+    elif isinstance(cfg, list):
+        items = enumerate(cfg)
+    else:
+        return {prefix: cfg}
+    out = {}
+    for key, value in items:
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _identifying(key: str) -> bool:
+    return not any(key == p or key.startswith(p + ".") for p in NOT_RECORDED + RUN_ONLY)
+
+
+def settings(config: dict) -> dict:
+    """The flattened settings that identify a configuration (see RUN_ONLY), e.g.
+    {"model.blocks.res1.scale": 1.0, "train.lr": 0.002, ...}."""
+    return {k: v for k, v in flatten(config).items() if _identifying(k)}
+
+
 def config_key(cfg) -> str:
-    """Hash of what determines the trained network and recipe: seeds, device, the data's location
-    and Optuna bookkeeping left out, so seed repeats of one config share a key."""
-    c = {k: v for k, v in plain(cfg).items() if k not in NOT_PART_OF_CONFIG}
-    c.get("data", {}).pop("root", None)
+    """Hash of what determines the trained network and recipe (NOT_RECORDED and RUN_ONLY left
+    out), so seed repeats of one config share a key."""
+    c = record_config(cfg)
+    for key in RUN_ONLY:  # nested keys, dropped where they are ("data.root": c["data"]["root"])
+        *parents, last = key.split(".")
+        node = c
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
     return hashlib.sha1(json.dumps(c, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def recipe(train: dict | None) -> dict | None:
+    """The training recipe proper: a train config without its EVAL_ONLY settings."""
+    return None if train is None else {k: v for k, v in train.items() if k not in EVAL_ONLY}
 
 
 def versions() -> dict:

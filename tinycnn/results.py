@@ -9,6 +9,7 @@ Every source becomes a list of Run rows. A damaged run folder (no or corrupt met
 skipped with a reason, so one broken job never hides the rest of a sweep.
 """
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from tinycnn.errors import TinycnnError
+from tinycnn.record import NOT_RECORDED, settings as _settings
 
 DEFAULT_STORAGE = "sqlite:///outputs/optuna.db"
 STATES = ("complete", "pruned", "failed", "infeasible", "running", "waiting")
@@ -75,30 +77,6 @@ class DamagedRun(TinycnnError):
     """A run folder whose record cannot be read."""
 
 
-def flatten(cfg, prefix: str = "") -> dict:
-    """{"a": {"b": [1, {"c": 2}]}} -> {"a.b.0": 1, "a.b.1.c": 2}: keys as overrides spell them."""
-    if isinstance(cfg, dict):
-        items = cfg.items()
-    elif isinstance(cfg, list):
-        items = enumerate(cfg)
-    else:
-        return {prefix: cfg}
-    out = {}
-    for key, value in items:
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-# Keys that never describe what was trained (where and how it ran, not what).
-_NOT_SETTINGS = ("hydra", "optuna", "data.root", "device", "seed")
-
-
-def _settings(config: dict) -> dict:
-    flat = flatten(config)
-    return {k: v for k, v in flat.items()
-            if not any(k == p or k.startswith(p + ".") for p in _NOT_SETTINGS)}
-
-
 def _load_config(path: Path) -> dict | None:
     if not path.is_file():
         return None
@@ -107,7 +85,9 @@ def _load_config(path: Path) -> dict | None:
         cfg = OmegaConf.to_container(cfg, resolve=False)
     except Exception as exc:
         raise DamagedRun(f"{path}: unreadable config.yaml ({exc})") from exc
-    return {k: v for k, v in cfg.items() if k != "hydra"} if isinstance(cfg, dict) else None
+    if not isinstance(cfg, dict):
+        return None
+    return {k: v for k, v in cfg.items() if k not in NOT_RECORDED}
 
 
 def _preset_choices(job: Path) -> dict:
@@ -226,10 +206,10 @@ def latest_sweep(outputs: Path = Path("outputs")) -> Path:
 
 # --- Optuna studies -----------------------------------------------------------------------------
 
-def open_storage(url: str):
+def open_storage(url: str, connect_timeout: float | None = None):
     """An Optuna storage for url (tinycnn.study's rules), without creating a database or journal
     file that does not exist yet: reading results must never leave an empty study behind."""
-    from tinycnn.study import open_storage as open_study_storage, storage_url
+    from tinycnn.study import CONNECT_TIMEOUT, open_storage as open_study_storage, storage_url
     url = storage_url(url)
     local = url[len("sqlite:///"):] if url.startswith("sqlite:///") else \
         url if "://" not in url else None
@@ -237,12 +217,7 @@ def open_storage(url: str):
         raise TinycnnError(f"no Optuna storage at {local}: the file does not exist. Pass the "
                            "storage the sweep used (--storage URL, e.g. "
                            "sqlite:///outputs/optuna.db).")
-    try:
-        return open_study_storage(url)
-    except TinycnnError:
-        raise
-    except Exception as exc:
-        raise TinycnnError(f"cannot open the Optuna storage {url}: {exc}") from exc
+    return open_study_storage(url, connect_timeout or CONNECT_TIMEOUT)
 
 
 def study_names(storage) -> list[str]:
@@ -290,10 +265,13 @@ def _run_from_trial(trial, study_name: str) -> Run:
     )
 
 
-def read_study(name: str | None, storage_url: str, into: Sources) -> None:
+def _read_study(name: str | None, storage_url: str, into: Sources,
+               connect_timeout: float | None = None) -> None:
     """Add every trial of study `name` in storage_url (all studies there when name is None)."""
     import optuna
-    storage = open_storage(storage_url)
+    from tinycnn.study import mask
+    storage = open_storage(storage_url, connect_timeout)
+    storage_url = mask(storage_url)
     names = study_names(storage)
     if name is not None and name not in names:
         known = ", ".join(names) if names else "none"
@@ -323,9 +301,11 @@ def sweep_study(sweep: Path) -> tuple[str, str] | None:
 
 
 def collect(sources: list[str], storage: str = DEFAULT_STORAGE,
-            outputs: Path = Path("outputs")) -> Sources:
-    """Read every source (see module docstring); no source means the latest sweep folder."""
+            outputs: Path = Path("outputs"), connect_timeout: float | None = None) -> Sources:
+    """Read every source (see module docstring); no source means the latest sweep folder.
+    connect_timeout: seconds to wait for a database server (default study.CONNECT_TIMEOUT)."""
     into = Sources()
+    read_study = functools.partial(_read_study, connect_timeout=connect_timeout)
     if not sources:
         sweep = latest_sweep(outputs)
         into.described.append(f"(no source given: reading the latest sweep, {sweep})")

@@ -9,9 +9,9 @@ from omegaconf import OmegaConf
 
 from tinycnn.data import check_data_cfg, load_mnist
 from tinycnn.model import build_model, format_param_table
+from tinycnn.record import config_key, record_config, save_checkpoint, versions, \
+    write_json_atomic, write_text_atomic
 from tinycnn.schema import complete
-from tinycnn.record import config_key, plain, save_checkpoint, versions, write_json_atomic, \
-    write_text_atomic
 from tinycnn.train import check_train_cfg, evaluate, train
 from tinycnn.errors import ConfigError
 
@@ -35,6 +35,20 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def _whole(name: str, value, low: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} = {value!r}: expected {what}")
+    return value
+
+
+def check_run_cfg(cfg) -> None:
+    """The top-level settings: a seed of 1.5 is refused, not truncated to 1."""
+    _whole("seed", cfg.get("seed"), 0, "a whole number >= 0 (e.g. seed=0)")
+    if cfg.get("threads") is not None:
+        _whole("threads", cfg.threads, 1, "a whole number of CPU threads >= 1, or null for "
+               "torch's default (one per core)")
+
+
 def _trial_reporter(cfg):
     optuna_cfg = cfg.get("optuna")
     if not optuna_cfg:
@@ -52,7 +66,8 @@ def run(cfg, out_dir, overrides=()) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     complete(cfg)  # a config recorded before a key existed gets that key's default
-    seed = int(cfg.seed)
+    check_run_cfg(cfg)
+    seed = cfg.seed
     torch.manual_seed(seed)  # weight init
     model = build_model(cfg.model)
     check_train_cfg(cfg.train)
@@ -63,9 +78,7 @@ def run(cfg, out_dir, overrides=()) -> dict:
     reporter = _trial_reporter(cfg)
     log.info("%s", format_param_table(model))
 
-    resolved = plain(cfg)
-    resolved.pop("hydra", None)
-    write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+    write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(record_config(cfg)))
     record = {"status": "running", "params": model.num_params,
               "params_by_block": model.param_table(), "seed": seed, "epochs": cfg.train.epochs,
               "device": str(device), "config_key": config_key(cfg), "overrides": list(overrides),

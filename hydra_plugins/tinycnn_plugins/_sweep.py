@@ -8,7 +8,9 @@ each worker stops once the study holds n_trials, and every trial's job reports t
 through the storage (pruning works whatever launcher runs it).
 """
 
+import contextlib
 import copy
+import io
 import logging
 import math
 import os
@@ -19,17 +21,18 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import optuna
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus, configure_log
 from hydra.errors import CompactHydraException
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
 from tinycnn.errors import ConfigError
-from tinycnn.study import make_pruner, open_storage, pruner_settings, storage_url
+from tinycnn.study import Heartbeat, StorageError, fail_stale_trials, job_storage, make_pruner, \
+    mask, open_storage, pruner_settings, redact, retried_from, storage_url, supports_heartbeat
 
+from ._overrides import apply_overrides
 from ._search_space import SpaceError, format_value, parse_space, quote
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,8 @@ class OptunaSweep:
         self.s = {k: _plain(v) for k, v in settings.items()}
         self.counts: Counter = Counter()   # this worker's trials by state
         self.errors: List[str] = []        # this worker's failures, for the stop message
+        self.interrupted: List[int] = []   # trials failed by Ctrl-C
+        self.heartbeat: Optional[Heartbeat] = None
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.hydra_context = hydra_context
@@ -106,6 +111,17 @@ class OptunaSweep:
             self.objectives = objectives
             self.directions = [OBJECTIVES[o] for o in objectives]
             self.storage_url = storage_url(s.get("storage") or "")
+            self.shown_url = mask(self.storage_url)  # what logs and files may show
+            self.connect_timeout = s.get("connect_timeout", 10)
+            if isinstance(self.connect_timeout, bool) or not isinstance(
+                    self.connect_timeout, (int, float)) or not self.connect_timeout > 0:
+                raise SweepError(f"hydra.sweeper.connect_timeout = {self.connect_timeout!r}: "
+                                 "expected a positive number of seconds")
+            self.heartbeat_spec = None
+            if s.get("heartbeat_interval") is not None:
+                interval = _whole(s, "heartbeat_interval", 1)
+                grace = _whole(s, "grace_period", interval + 1)
+                self.heartbeat_spec = (interval, grace, _whole(s, "max_retry", 0))
             self.pruner_spec = pruner_settings(s.get("pruner"))
             self.pruner = make_pruner(self.pruner_spec)
             if len(objectives) > 1 and not isinstance(self.pruner, optuna.pruners.NopPruner):
@@ -153,9 +169,9 @@ class OptunaSweep:
                 raise SweepError(f"{d.key}={d.spec}: {d.name!r} is not a key of the config "
                                  "(print it with `python run.py --cfg job`); to add a new key, "
                                  f"write +{d.name}")
-        # Checking a trial needs only its model config. Composing it the full Hydra way takes
-        # ~0.3 s; when the search touches values only (no config group), applying the trial's
-        # overrides to a copy of the composed master config gives the same config in ~20 ms.
+        # Checking a trial needs only its model config: when the search touches values only
+        # (no config group), the trial's overrides are applied to a copy of the composed master
+        # config (see _overrides.py), not composed the full Hydra way (~0.3 s a trial).
         self.parser = OverridesParser.create()
         extra = self.parser.parse_overrides(fixed_from_params)
         self.fast_compose = not any(d.name in choices for d in self.dims.values()) and not any(
@@ -166,7 +182,7 @@ class OptunaSweep:
             self.base_cfg = OmegaConf.create(base)
             OmegaConf.set_struct(self.base_cfg, True)
             try:
-                ConfigLoaderImpl._apply_overrides_to_config(extra, self.base_cfg)
+                apply_overrides(extra, self.base_cfg)
             except Exception as exc:
                 raise SweepError(f"hydra.sweeper.params: {_first_line(exc)}") from None
         if OmegaConf.select(self.config, "data.val_size") == 0:
@@ -176,8 +192,30 @@ class OptunaSweep:
                              "the test set is never used for selection.")
 
     # ------------------------------------------------------------------ study
+    def _hide_secret(self) -> None:
+        """Mask the storage's password in the config that multirun.yaml and every job's
+        .hydra/ record (hydra.sweeper.storage, and hydra.overrides.hydra, from which the
+        launcher composes each job)."""
+        from omegaconf import read_write
+        url = self.storage_url
+        raw = str(self.s.get("storage") or "")
+        with read_write(self.config.hydra):
+            self.config.hydra.sweeper.storage = mask(raw)
+            hydra_overrides = self.config.hydra.overrides.hydra
+            for i, o in enumerate(hydra_overrides):
+                hydra_overrides[i] = redact(redact(o, raw), url)
+
+    def interrupted_note(self) -> str:
+        done = ", ".join(map(str, self.interrupted))
+        return (f"trial(s) {done} recorded failed ('interrupted'). " if done else "") + \
+            "Run the same command again to continue the study."
+
     def _open_study(self) -> optuna.Study:
-        storage = open_storage(self.storage_url)
+        try:
+            storage = open_storage(self.storage_url, self.connect_timeout, self.heartbeat_spec)
+        except StorageError as exc:
+            raise SweepError(f"hydra.sweeper.storage: {exc}") from None
+        self.storage = storage
         seed = self.sampler_spec.get("seed")
         try:
             # Creating is atomic in the storage: exactly one of several workers started at once
@@ -196,7 +234,7 @@ class OptunaSweep:
         if have != self.directions:
             names = {v: k for k, v in OBJECTIVES.items()}
             raise SweepError(
-                f"study {self.study_name!r} in {self.storage_url} was created for "
+                f"study {self.study_name!r} in {self.shown_url} was created for "
                 f"{[names.get(d, d) for d in have]} ({', '.join(have)}); this sweep asks for "
                 f"hydra.sweeper.objectives = {self.objectives}. Use another "
                 "hydra.sweeper.study_name, or the study's objectives.")
@@ -236,17 +274,19 @@ class OptunaSweep:
     # ------------------------------------------------------------------ sweep
     def sweep(self, arguments: List[str]) -> Any:
         self._settings()
+        self._hide_secret()
         self._space(arguments)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from here
         study = self._open_study()
         if self.created:
             self._enqueue_baseline(study)
+        self._recover(study)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         have = _taken(study)
         log.info("study %r (%s) in %s: %d of %d trials there; %d dimensions, budget %s params, "
                  "sampler %s, pruner %s; trial folders in %s", self.study_name,
-                 ", ".join(self.objectives), self.storage_url, have, self.n_trials,
+                 ", ".join(self.objectives), self.shown_url, have, self.n_trials,
                  len(self.dims), f"{self.max_params:,}", self.sampler_spec.get("name", "tpe"),
                  self.pruner_spec.get("name", "none"), self.sweep_dir)
         if have >= self.n_trials:
@@ -255,6 +295,9 @@ class OptunaSweep:
         results = []
         while True:
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            fail_stale_trials(study, self.storage)  # a killed worker's trials, retried
+            if self.heartbeat:
+                self.heartbeat.clear()  # the last batch is told
             batch = self._next_batch(study)
             if not batch:
                 break
@@ -268,7 +311,11 @@ class OptunaSweep:
             except BaseException as exc:  # Ctrl-C or a launcher failure: leave no trial RUNNING
                 why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 for c in batch:
-                    self._fail(study, c.trial, f"interrupted ({why})")
+                    self._fail(study, c.trial, f"interrupted ({why})",
+                               count=not isinstance(exc, KeyboardInterrupt))
+                    self.interrupted.append(c.trial.number)
+                    if c.baseline:  # the comparison every sweep reports must still be made
+                        study.enqueue_trial(dict(c.trial.params), user_attrs={"baseline": True})
                 raise
             self.job_idx += len(batch)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -277,7 +324,19 @@ class OptunaSweep:
             results.append(returns)
             self._check_failure_rate(study)
         self._summary(study)
+        if self.heartbeat:
+            self.heartbeat.close()
         return results
+
+    def _recover(self, study: optuna.Study) -> None:
+        """Heartbeats for this worker's trials, and the trials of killed workers failed and
+        retried (Optuna's heartbeat + RetryHeartbeatStaleTrialCallback); RDB storages only."""
+        if supports_heartbeat(self.storage):
+            self.heartbeat = Heartbeat(self.storage, self.study_name)
+        elif self.heartbeat_spec and "://" not in self.storage_url:
+            log.info("journal storage: Optuna keeps no heartbeats there, so a trial whose "
+                     "worker was killed stays RUNNING and counts toward n_trials (use SQLite or "
+                     "PostgreSQL to have it retried)")
 
     def _next_batch(self, study: optuna.Study) -> List[Candidate]:
         """Up to n_jobs trials that fit the budget; infeasible ones are told on the way."""
@@ -285,13 +344,16 @@ class OptunaSweep:
         dists = {d.name: d.distribution for d in self.dims.values()}
         while len(batch) < self.n_jobs:
             trials = study.get_trials(deepcopy=False)
-            if sum(t.state != TrialState.WAITING for t in trials) >= self.n_trials:
+            retried = _retried(trials)  # trials a retry replaces do not count toward n_trials
+            if sum(t.state != TrialState.WAITING for t in trials) - len(retried) >= self.n_trials:
                 break
             trial = study.ask(dists)
+            if self.heartbeat:
+                self.heartbeat.add(trial.number)
             # A new trial's number counts the trials before it (Optuna numbers them atomically
             # and hands out enqueued ones first). Enqueued ones were asked for: always run.
             enqueued = trial.number < len(trials)
-            if not enqueued and trial.number >= self.n_trials:
+            if not enqueued and trial.number >= self.n_trials + len(retried):
                 # Another worker asked in the same instant and the study was full: Optuna cannot
                 # take a trial back, so this one is closed as failed, marked surplus.
                 trial.set_user_attr("surplus", True)
@@ -315,12 +377,13 @@ class OptunaSweep:
         overrides = self.fixed + searched
         pruner = ",".join(f"{k}:{format_value(v)}" for k, v in self.pruner_spec.items())
         job = overrides + [
-            f"++optuna.storage={quote(self.storage_url)}",
+            f"++optuna.storage={quote(job_storage(self.storage_url))}",
             f"++optuna.study={quote(self.study_name)}",
             f"++optuna.trial={n}",
             f"++optuna.pruner={{{pruner}}}",
             f"hydra.sweep.subdir=trial_{n}",
-        ]
+        ] + ([f"hydra.sweeper.storage={quote(self.shown_url)}"]
+             if self.shown_url != self.storage_url else [])  # a sweep file's URL, masked
         out_dir = self.sweep_dir / f"trial_{n}"
         baseline = bool(trial.user_attrs.get("baseline", False))
         twin = None if baseline else _twin(trials, overrides)
@@ -330,8 +393,7 @@ class OptunaSweep:
         try:
             if self.fast_compose:
                 cfg = copy.deepcopy(self.base_cfg)
-                ConfigLoaderImpl._apply_overrides_to_config(
-                    self.parser.parse_overrides(searched), cfg)
+                apply_overrides(self.parser.parse_overrides(searched), cfg)
             else:
                 cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
         except Exception as exc:
@@ -341,17 +403,16 @@ class OptunaSweep:
                              "and values of the search space (hydra.sweeper.params, command "
                              "line).") from None
 
-        from tinycnn.model import build_model  # torch: only once a sweep runs
+        from tinycnn.model import count_params
         params, table, reason = None, {}, None
         try:
-            model = build_model(cfg.model)
-            params, table = model.num_params, model.param_table()
+            params, table = count_params(cfg.model)  # from the config alone: nothing allocated
             if params > self.max_params:
                 reason = (f"over budget: {params:,} parameters > max_params "
                           f"{self.max_params:,}")
         except ConfigError as exc:
             reason = f"invalid model: {exc}"
-        except Exception as exc:  # the builder missed a check: still never train it
+        except Exception as exc:  # the planner missed a check: still never train it
             reason = f"invalid model: {type(exc).__name__}: {exc}"
         if reason is None and OmegaConf.select(cfg, "data.val_size") == 0:
             reason = "data.val_size = 0: no validation accuracy to optimise"
@@ -411,7 +472,7 @@ class OptunaSweep:
         if out_dir != c.dir:
             trial.set_user_attr("dir", str(out_dir))
         metrics = _read_json(out_dir / "metrics.json")
-        value = ret._return_value
+        value = _outcome(ret)
         complete = ret.status == JobStatus.COMPLETED and isinstance(value, (int, float)) \
             and math.isfinite(value)
         if complete:
@@ -473,26 +534,39 @@ class OptunaSweep:
 
     # ------------------------------------------------------------------ records
     def _write_record(self, out_dir: Path, cfg: Optional[DictConfig], metrics: dict) -> None:
-        from tinycnn.record import config_key, plain, write_json_atomic, write_text_atomic
+        from tinycnn.record import NOT_RECORDED, config_key, record_config, write_json_atomic, \
+            write_text_atomic
         out_dir.mkdir(parents=True, exist_ok=True)
         if cfg is not None:
-            cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-            with open_dict(cfg):
-                cfg.pop("hydra", None)
             try:
-                resolved = plain(cfg)
-                metrics["config_key"] = config_key(resolved)
+                resolved = record_config(cfg)
+                metrics["config_key"] = config_key(cfg)
             except Exception:  # an interpolation only a running job can resolve
-                resolved = OmegaConf.to_container(cfg, resolve=False)
+                resolved = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items()
+                            if k not in NOT_RECORDED}
             write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(resolved))
         write_json_atomic(out_dir / "metrics.json", metrics)
 
     def _summary(self, study: optuna.Study) -> dict:
+        """optimization_results.yaml from the study's state, and the log lines. Workers sharing
+        a sweep folder take turns (a file lock) to read the study and replace the file
+        atomically, so the file left is the last worker's, read after every other one's end."""
+        from tinycnn.record import write_text_atomic
+        from tinycnn.study import file_lock
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(str(self.sweep_dir / f".{RESULTS_FILE}.lock")):
+            summary = self._summary_of(study)
+            write_text_atomic(self.sweep_dir / RESULTS_FILE,
+                              OmegaConf.to_yaml(OmegaConf.create(summary)))
+        self._log_summary(summary)
+        return summary
+
+    def _summary_of(self, study: optuna.Study) -> dict:
         trials = study.get_trials(deepcopy=False)
         states = Counter(_state(t) for t in trials)
         done = [t for t in trials if _state(t) == "complete"]
         summary: Dict[str, Any] = {
-            "name": "tinycnn_optuna", "study_name": self.study_name, "storage": self.storage_url,
+            "name": "tinycnn_optuna", "study_name": self.study_name, "storage": self.shown_url,
             "objectives": self.objectives, "max_params": self.max_params,
             "n_trials": self.n_trials, "trials_in_study": len(trials),
             "study": {k: states.get(k, 0) for k in
@@ -501,6 +575,8 @@ class OptunaSweep:
             "this_run": {k: self.counts.get(k, 0) for k in
                          ("complete", "pruned", "failed", "infeasible", "surplus", "duplicate")},
             "duplicates_reused": sum("duplicate_of" in t.user_attrs for t in trials),
+            # trials of killed workers, failed by their heartbeat and run again
+            "retried": sorted(_retried(trials)),
         }
         base = next((t for t in trials if t.user_attrs.get("baseline")), None)
         summary["baseline"] = _brief(base) if base else None
@@ -516,17 +592,19 @@ class OptunaSweep:
         if len(self.objectives) > 1:
             front = [t for t in study.best_trials if _state(t) == "complete"]
             summary["pareto_front"] = [_brief(t) for t in sorted(front, key=lambda t: t.number)]
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(summary), self.sweep_dir / RESULTS_FILE)
+        return summary
 
+    def _log_summary(self, summary: dict) -> None:
         st = summary["study"]
         log.info("study %r: %d trials (n_trials %d): %d complete, %d pruned, %d failed, "
-                 "%d infeasible (never trained)%s%s", self.study_name, len(trials), self.n_trials,
-                 st["complete"], st["pruned"], st["failed"], st["infeasible"],
+                 "%d infeasible (never trained)%s%s%s", self.study_name,
+                 summary["trials_in_study"], self.n_trials, st["complete"], st["pruned"], st["failed"], st["infeasible"],
+                 f"; {len(summary['retried'])} failed with their worker and retried (trials "
+                 f"{', '.join(map(str, summary['retried']))})" if summary["retried"] else "",
                  f", {st['running']} running" if st["running"] else "",
                  f"; {summary['duplicates_reused']} of the complete ones repeat an earlier "
                  "network and reused its result" if summary["duplicates_reused"] else "")
-        if done:
+        if summary.get("best"):
             b = summary["best"]
             line = (f"best: trial {b['trial']} val_acc {b['val_acc']:.4f} params "
                     f"{b['params']:,} test_acc {_pct(b['test_acc'])} -> {b['dir']}")
@@ -537,7 +615,6 @@ class OptunaSweep:
                          f"{100 * summary['gain_over_baseline']:+.2f} points")
             log.info(line)
         log.info("results: %s", self.sweep_dir / RESULTS_FILE)
-        return summary
 
 
 _MISSING = object()
@@ -561,10 +638,17 @@ def _twin(trials: List[optuna.trial.FrozenTrial],
     return None
 
 
+def _retried(trials: List[optuna.trial.FrozenTrial]) -> set:
+    """Numbers of the trials that a retry (a trial with retried_from) replaces."""
+    return {t.system_attrs["retry_history"][-1] for t in trials if retried_from(t) is not None}
+
+
 def _state(t: optuna.trial.FrozenTrial) -> str:
     if t.user_attrs.get("surplus"):
         return "surplus"
-    return t.user_attrs.get("state") or t.state.name.lower()
+    if t.state == TrialState.RUNNING or t.state == TrialState.WAITING:
+        return t.state.name.lower()  # a retry inherits its failed original's user attrs
+    return t.user_attrs.get("state") or {"FAIL": "failed"}.get(t.state.name, t.state.name.lower())
 
 
 def _brief(t: optuna.trial.FrozenTrial) -> dict:
@@ -596,6 +680,17 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _outcome(ret: JobReturn) -> Any:
+    """What the job returned, or the exception it raised. JobReturn.return_value re-raises a
+    failure after writing "Error executing job with overrides: ..." to stderr; the sweeper logs
+    its own line per trial, so that one is dropped."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return ret.return_value
+        except BaseException as exc:  # the job's own exception (TrialPruned, Diverged, ...)
+            return exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -49,6 +49,14 @@ class TinycnnOptunaConf:
     sampler: SamplerConf = field(default_factory=SamplerConf)
     pruner: PrunerConf = field(default_factory=PrunerConf)
     max_failure_rate: float = 0.5  # stop once more than this share of launched trials failed
+    connect_timeout: float = 10    # s: a database server that does not answer is an error then
+    # Killed workers (RDB storages: SQLite, PostgreSQL, MySQL): each worker records a heartbeat
+    # for its running trials every heartbeat_interval s; a trial silent for grace_period s is
+    # marked failed by the next worker that looks, and its configuration is run again (up to
+    # max_retry times). null switches heartbeats off.
+    heartbeat_interval: Optional[int] = 60
+    grace_period: Optional[int] = 180
+    max_retry: int = 3
     params: Optional[Dict[str, Any]] = field(default_factory=dict)  # key -> sweep grammar
 
 
@@ -68,4 +76,14 @@ class TinycnnOptunaSweeper(Sweeper):
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
-        return self.impl.sweep(arguments)
+        import sys
+
+        from ._sweep import SweepError
+        try:
+            return self.impl.sweep(arguments)
+        except SweepError as exc:  # its message is complete: no "HYDRA_FULL_ERROR" hint after it
+            print(exc, file=sys.stderr)
+            raise SystemExit(1) from None
+        except KeyboardInterrupt:  # the trials it was running are recorded failed by then
+            print(f"tinycnn: interrupted; {self.impl.interrupted_note()}", file=sys.stderr)
+            raise SystemExit(130) from None

@@ -1,0 +1,169 @@
+"""Hostile but reasonable input, each answered with one line, fast, and nothing left half-done:
+bad top-level values, damaged MNIST, unreachable storages, a killed worker, Ctrl-C. (The
+PostgreSQL server's own faults and the password checks are in test_postgres.py.)"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import compose_cfg
+from test_sweep import OPTUNA, REPO, load, run, sub_env, sweep_cmd
+from tinycnn.data import FILES, load_mnist
+from tinycnn.errors import ConfigError, TinycnnError
+from tinycnn.runner import run as run_config
+
+
+@pytest.mark.parametrize("override, says", [
+    ("seed=1.5", "seed = 1.5: expected a whole number >= 0"),
+    ("seed=abc", "seed = 'abc': expected a whole number >= 0"),
+    ("seed=-1", "seed = -1: expected a whole number >= 0"),
+    ("threads=abc", "threads = 'abc': expected a whole number of CPU threads >= 1"),
+    ("threads=-1", "threads = -1: expected a whole number of CPU threads >= 1"),
+    ("data.split_seed=abc", "data.split_seed = 'abc': expected a whole number >= 0"),
+])
+def test_bad_top_level_values_are_refused_before_any_data(tmp_path, override, says):
+    cfg = compose_cfg(override, "data.root=/nonexistent")  # refused before data is looked for
+    with pytest.raises(ConfigError) as err:
+        run_config(cfg, tmp_path)
+    assert str(err.value).startswith(says)
+
+
+def test_rejected_plain_run_is_one_line_and_leaves_no_folder(tmp_path):
+    out = tmp_path / "outputs" / "day" / "time"
+    p = subprocess.run([sys.executable, str(REPO / "run.py"), "seed=1.5", f"hydra.run.dir={out}"],
+                       cwd=REPO, env=sub_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and p.stderr.strip().splitlines() == [
+        "tinycnn: seed = 1.5: expected a whole number >= 0 (e.g. seed=0)"], p.stderr
+    assert list((tmp_path / "outputs").iterdir()) == []  # outputs/DATE/TIME removed, DATE too
+
+
+def _mnist_copy(tmp_path, mnist_root, keep):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in keep:
+        (raw / name).symlink_to(Path(mnist_root) / "MNIST" / "raw" / name)
+    return raw
+
+
+def test_missing_and_truncated_mnist_files_are_named(tmp_path, mnist_root):
+    raw = _mnist_copy(tmp_path, mnist_root, FILES[:2])
+    data = compose_cfg(f"data.root={tmp_path}").data
+    with pytest.raises(TinycnnError, match="t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
+                                           "missing"):
+        load_mnist(data)
+    for name in FILES[2:]:
+        (raw / name).symlink_to(Path(mnist_root) / "MNIST" / "raw" / name)
+    (raw / FILES[1]).unlink()
+    (raw / FILES[1]).write_bytes((Path(mnist_root) / "MNIST" / "raw" / FILES[1]).read_bytes()[:500])
+    with pytest.raises(TinycnnError, match=f"MNIST file {raw / FILES[1]} is damaged: 500 bytes"):
+        load_mnist(data)
+
+
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1 and never says a word."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port, self.held = self.sock.getsockname()[1], []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("fault", ["refused port", "silent host"])
+def test_unreachable_storage_is_one_masked_line_within_the_timeout(tmp_path, fault):
+    port = SilentServer().port if fault == "silent host" else _free_port()
+    url = f"postgresql://me:topsecret@127.0.0.1:{port}/db"
+    says = "timeout expired" if fault == "silent host" else "Connection refused"
+    for cmd, limit in (
+            (sweep_cmd(tmp_path, *OPTUNA, "train.lr=interval(1e-3,1e-2)",
+                       f"hydra.sweeper.storage={url}", "hydra.sweeper.connect_timeout=2"), 2),
+            ([sys.executable, "-m", "tinycnn", "compare", "t", "--storage", url,
+              "--connect-timeout", "2"], 2)):
+        t0 = time.monotonic()
+        p = run(cmd, timeout=120)
+        took = time.monotonic() - t0
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode in (1, 2) and len(lines) == 1, p.output
+        assert "postgresql://me:***@127.0.0.1" in lines[0] and says in lines[0], lines
+        assert "topsecret" not in p.output
+        assert took < limit + 15  # the process start (torch, hydra) plus at most the timeout
+
+
+def _wait_for(predicate, timeout=120):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError("timed out waiting")
+
+
+def _running(tmp_path) -> bool:
+    """A trial is training: its record says so (the runner writes config.yaml, then trains)."""
+    return any((tmp_path / "run").glob("trial_*/config.yaml"))
+
+
+@pytest.mark.slow
+def test_killed_worker_trial_is_failed_and_retried_by_the_next_worker(tmp_path):
+    cmd = sweep_cmd(tmp_path, *OPTUNA, "train.lr=interval(1e-3,1e-2)", "hydra.sweeper.n_trials=1",
+                    "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2",
+                    "data.limit=20000", "threads=1")
+    worker = subprocess.Popen(cmd, cwd=REPO, env=sub_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: _running(tmp_path))
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    assert [t.state for t in load(tmp_path, "t").trials] == [TrialState.RUNNING]
+    time.sleep(3)  # past the grace period
+    p = run(cmd[:-2] + ["threads=1"])  # the same command (a smaller data.limit: quicker)
+    assert p.returncode == 0, p.output
+    killed, retry = load(tmp_path, "t").trials
+    assert killed.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert retry.params == killed.params and retry.user_attrs["baseline"] is True
+    assert retry.system_attrs["failed_trial"] == 0
+    assert "1 failed with their worker and retried (trials 0)" in p.output
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_and_the_baseline_is_enqueued_again(tmp_path):
+    cmd = sweep_cmd(tmp_path, *OPTUNA, "train.lr=interval(1e-3,1e-2)", "hydra.sweeper.n_trials=2",
+                    "data.limit=20000", "threads=1")
+    worker = subprocess.Popen(cmd, cwd=REPO, env=sub_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: _running(tmp_path))
+    time.sleep(1)
+    worker.send_signal(signal.SIGINT)
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 130 and "Traceback" not in out + err
+    assert err.strip().splitlines()[-1].startswith(
+        "tinycnn: interrupted; trial(s) 0 recorded failed ('interrupted')")
+    trials = load(tmp_path, "t").trials
+    assert trials[0].state == TrialState.FAIL and trials[1].state == TrialState.WAITING
+    assert trials[1].user_attrs["baseline"] is True
+    assert trials[1].system_attrs["fixed_params"] == trials[0].params  # what enqueue stores
