@@ -194,7 +194,7 @@ def test_plot_points_match_rows(tmp_path):
         [Row([_run(9, 40_000, None, state="infeasible")])]
     mark_pareto(rows)
     rows.append(Row([_run(8, 12_000, 0.5, state="pruned")]))
-    assert plot_rows(rows, tmp_path / "p.png", max_params=25_000) == {"complete": 3, "pruned": 1}
+    assert plot_rows(rows, tmp_path / "p.png", budgets=[25_000]) == {"complete": 3, "pruned": 1}
     assert (tmp_path / "p.png").read_bytes()[:8] == PNG_MAGIC
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from statistics import mean, stdev
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import REPO
 from tinycnn import cli
@@ -84,12 +85,21 @@ def test_confirm_ranks_by_mean_validation_and_reuses_its_runs(sweep, capsys, tmp
     assert code == 2 and "run `tinycnn confirm SOURCE` first" in capsys.readouterr().err
     shutil.copytree(out_dir, tmp_path / "outs" / "confirm" / "sweep")
     code = cli.main(["export", "--confirmed", "--from", str(sweep / "sweep"),
-                     "--outputs", str(tmp_path / "outs"), "--name", "winner",
+                     "--outputs", str(tmp_path / "outs"), "--name", "winner", "--experiment",
                      "--conf-dir", str(conf)])
     out, err = capsys.readouterr()
     assert code == 0, err
     header = (conf / "model" / "winner.yaml").read_text()
     assert "confirmed over 4 seeds" in header and f"trial {rows[0]['trial']}" in header
+    assert "python run.py +experiment=winner" in out
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=winner", "seed=7"])
+    winner = json.loads((Path(rows[0]["dirs"][0]) / "metrics.json").read_text())
+    from tinycnn.model import count_params
+    assert count_params(cfg.model) == (winner["params"], winner["params_by_block"])
+    recorded = OmegaConf.load(Path(rows[0]["dirs"][0]) / "config.yaml")
+    assert OmegaConf.to_container(cfg.train) == OmegaConf.to_container(recorded.train)
 
 
 def test_confirm_bad_input(sweep, capsys):

@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=None, metavar="PNG",
                    help="also write an accuracy-vs-parameters scatter of the complete and pruned "
                    "rows shown (after --where/--top) to this PNG file")
-    p.add_argument("--max-params", type=int, default=None, metavar="N",
-                   help="budget line in the plot (default: the study's max_params, else 25000)")
+    p.add_argument("--max-params", type=_budgets, default=None, metavar="N[,N...]",
+                   help="budget lines in the plot (default: the max_params of the studies read, "
+                   "else 25000)")
 
     p = sub.add_parser("confirm", help="retrain the top configs over several seeds and rank them",
                        description="Take the top K distinct complete configs of a search by "
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confirmed", action="store_true",
                    help="export the winner of `tinycnn confirm` on the same SOURCE (the config "
                    "ranked first by mean validation accuracy over seeds) instead of a trial")
+    p.add_argument("--experiment", action="store_true",
+                   help="also write conf/experiment/NAME.yaml, selecting the model and train "
+                   "presets: `python run.py +experiment=NAME seed=N`")
     p.add_argument("--force", action="store_true", help="overwrite existing presets of that name")
     _add_source_options(p)
 
@@ -153,6 +157,17 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
     return value
+
+
+def _budgets(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected parameter counts >= 1, "
+                                         "comma-separated (e.g. 25000,5000)")
+    return values
 
 
 def _warn(msg: str) -> None:
@@ -217,12 +232,12 @@ def cmd_compare(args) -> int:
               "paper: the paper's network and recipe.")
     if args.plot is not None:
         from tinycnn.plot import DEFAULT_MAX_PARAMS, plot_rows
-        budget = args.max_params or found.max_params or DEFAULT_MAX_PARAMS
+        budgets = args.max_params or found.budgets or [DEFAULT_MAX_PARAMS]
         title = ", ".join("/".join(Path(s).resolve().parts[-2:]) if Path(s).exists() else s
                           for s in args.sources) or "latest sweep"
-        drawn = plot_rows(rows, args.plot, max_params=budget, title=title)
+        drawn = plot_rows(rows, args.plot, budgets=budgets, title=title)
         _note(f"wrote {args.plot}: {drawn['complete']} complete and {drawn['pruned']} pruned "
-              f"config(s) plotted, budget line at {budget:,}")
+              f"config(s) plotted, budget line(s) at {', '.join(f'{b:,}' for b in budgets)}")
     return 0
 
 
@@ -274,14 +289,15 @@ def cmd_export(args) -> int:
         found = _collect(args, [args.source] if args.source else [])
         run = pick_trial(found, args.trial, where)
     result = export_trial(run, args.name, conf_dir, force=args.force, where=where,
-                          confirmed=confirmed)
+                          confirmed=confirmed, experiment=args.experiment)
     for note in result.notes:
         _note(note)
     print(result.table)
-    print(f"wrote {result.model_path}" + (f" and {result.train_path}" if result.train_path else ""))
+    print("wrote " + " and ".join(str(p) for p in (result.model_path, result.train_path,
+                                                   result.experiment_path) if p is not None))
     print(f"checked: model={args.name} builds the trial's network ({result.params:,} params, same "
           "per-block table).")
-    if result.train_path:
+    if result.train_path and not result.experiment_path:
         print(f"the trial's training recipe differs from the default, so select both: "
               f"{result.command}")
     else:

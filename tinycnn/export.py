@@ -21,6 +21,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 class Exported:
     model_path: Path
     train_path: Path | None
+    experiment_path: Path | None
     table: str          # the per-block parameter table of the preset, as built back from the file
     params: int
     command: str        # how to train it
@@ -112,8 +113,10 @@ def _percent(x) -> str:
 
 
 def export_trial(run: Run, name: str, conf_dir: Path, force: bool = False,
-                 where: str = "", confirmed: dict | None = None) -> Exported:
-    """Write conf/model/<name>.yaml (+ conf/train/<name>.yaml if the recipe was not the default)."""
+                 where: str = "", confirmed: dict | None = None,
+                 experiment: bool = False) -> Exported:
+    """Write conf/model/<name>.yaml (+ conf/train/<name>.yaml if the recipe was not the default,
+    + conf/experiment/<name>.yaml selecting both when `experiment`)."""
     if not _NAME.match(name):
         raise TinycnnError(f"--name {name!r}: use letters, digits, '_', '-' or '.', so that "
                            f"`model={name}` works on Hydra's command line.")
@@ -132,7 +135,8 @@ def export_trial(run: Run, name: str, conf_dir: Path, force: bool = False,
 
     model_path = conf_dir / "model" / f"{name}.yaml"
     train_path = conf_dir / "train" / f"{name}.yaml" if train_differs else None
-    for path in (model_path, train_path):
+    experiment_path = conf_dir / "experiment" / f"{name}.yaml" if experiment else None
+    for path in (model_path, train_path, experiment_path):
         if path is not None and path.exists() and not force:
             raise TinycnnError(f"{path} already exists; pass --force to overwrite it, or choose "
                                "another --name.")
@@ -147,9 +151,11 @@ def export_trial(run: Run, name: str, conf_dir: Path, force: bool = False,
                    f"{_percent(confirmed['val_acc_std'])}, test "
                    f"{_percent(confirmed['test_acc_mean'])} ± "
                    f"{_percent(confirmed['test_acc_std'])}\n")
-    command = f"python run.py model={name}" + (f" train={name}" if train_differs else "")
+    command = f"python run.py +experiment={name}" if experiment else \
+        f"python run.py model={name}" + (f" train={name}" if train_differs else "")
     header += f"train it: {command}"
-    previous = {p: p.read_text() for p in (model_path, train_path) if p is not None and p.exists()}
+    previous = {p: p.read_text() for p in (model_path, train_path, experiment_path)
+                if p is not None and p.exists()}
     written = []
     try:
         model_path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,8 +168,16 @@ def export_trial(run: Run, name: str, conf_dir: Path, force: bool = False,
                 train_cfg, header + f"\ndiffers from train={default_train_name} in: "
                 f"{', '.join(differs)}"))
             written.append(train_path)
+        if experiment_path is not None:
+            experiment_path.parent.mkdir(parents=True, exist_ok=True)
+            comment = "".join(f"# {line}\n" for line in header.splitlines())
+            write_text_atomic(experiment_path, "# @package _global_\n" + comment +
+                              "defaults:\n" + f"  - override /model: {name}\n" +
+                              (f"  - override /train: {name}\n" if train_path else ""))
+            written.append(experiment_path)
         # Read the presets back the way run.py will, and check they build the same network.
-        composed = _compose(conf_dir, [f"model={name}"] + ([f"train={name}"] if train_path else []))
+        composed = _compose(conf_dir, [f"+experiment={name}"] if experiment_path else
+                            [f"model={name}"] + ([f"train={name}"] if train_path else []))
         rebuilt = build_model(composed.model)
         recorded = run.params_by_block or trial_net.param_table()
         if rebuilt.param_table() != recorded or rebuilt.param_table() != trial_net.param_table():
@@ -185,5 +199,5 @@ def export_trial(run: Run, name: str, conf_dir: Path, force: bool = False,
             else:
                 path.unlink(missing_ok=True)
         raise
-    return Exported(model_path, train_path, format_param_table(rebuilt), rebuilt.num_params,
-                    command, notes)
+    return Exported(model_path, train_path, experiment_path, format_param_table(rebuilt),
+                    rebuilt.num_params, command, notes)

@@ -1,6 +1,6 @@
 """Accuracy-vs-parameters scatter of a comparison: every complete config a dot (mean over seeds,
 with a seed-spread error bar), pruned trials as rings, the Pareto front as a step line, the
-parameter budget as a dashed line, the paper preset as a star."""
+parameter budgets as dashed lines, the paper preset as a star."""
 
 from pathlib import Path
 
@@ -15,8 +15,7 @@ from tinycnn.compare import Row  # noqa: E402
 DEFAULT_MAX_PARAMS = 25_000
 
 
-def plot_rows(rows: list[Row], path, max_params: int | None = DEFAULT_MAX_PARAMS,
-              title: str = "") -> dict:
+def plot_rows(rows: list[Row], path, budgets=(DEFAULT_MAX_PARAMS,), title: str = "") -> dict:
     """Write the scatter to `path` (PNG); returns how many points of each kind were drawn:
     {"complete": n, "pruned": m} (a pruned trial at the accuracy it had when it was stopped)."""
     scored = [r for r in rows if r.val_acc is not None and r.params is not None]
@@ -54,11 +53,12 @@ def plot_rows(rows: list[Row], path, max_params: int | None = DEFAULT_MAX_PARAMS
     for r in paper:
         ax.annotate(f"paper {r.params:,}", (r.params, 100 * r.val_acc), textcoords="offset points",
                     xytext=(0, 10), ha="center", va="bottom", fontsize=8, color="tab:red")
-    if max_params:
-        right = max([max_params] + [r.params for r in scored])
-        ax.set_xlim(right=right * 1.04)  # keep the budget line clear of the frame
-        ax.axvline(max_params, color="black", linestyle="--", linewidth=1,
-                   label=f"budget {max_params:,} params")
+    if budgets:
+        right = max(list(budgets) + [r.params for r in scored])
+        ax.set_xlim(right=right * 1.04)  # keep the budget lines clear of the frame
+        for budget, style in zip(sorted(budgets, reverse=True), ["--", ":", "-."] * 9):
+            ax.axvline(budget, color="black", linestyle=style, linewidth=1,
+                       label=f"budget {budget:,} params")
 
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel("validation accuracy (%)")

@@ -70,7 +70,7 @@ class Sources:
         self.runs: list[Run] = []
         self.skipped: list[tuple[Path, str]] = []   # (folder, why)
         self.described: list[str] = []              # one line per source, for the user
-        self.max_params: int | None = None          # a study's budget, when it records one
+        self.budgets: list[int] = []                # the studies' budgets (max_params), if recorded
 
 
 class DamagedRun(TinycnnError):
@@ -284,8 +284,8 @@ def _read_study(name: str | None, storage_url: str, into: Sources,
         trials = study.get_trials(deepcopy=False)
         into.runs.extend(_run_from_trial(t, study_name) for t in trials)
         budget = study.user_attrs.get("max_params")
-        if isinstance(budget, int):
-            into.max_params = budget
+        if isinstance(budget, int) and budget not in into.budgets:
+            into.budgets.append(budget)
         into.described.append(f"study {study_name!r} in {storage_url}: {len(trials)} trial(s)")
 
 
