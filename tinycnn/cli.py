@@ -229,7 +229,7 @@ def cmd_compare(args) -> int:
     if args.format in ("table", "markdown") and rows:
         print("\nval/test %: mean ± std over the seeds of a config (pruned: val at the stop); "
               "pareto: no other complete config is at least as accurate with no more parameters; "
-              "paper: the paper's network and recipe.")
+              "paper: the paper's network and recipe; baseline: a search's trial 0.")
     if args.plot is not None:
         from tinycnn.plot import DEFAULT_MAX_PARAMS, plot_rows
         budgets = args.max_params or found.budgets or [DEFAULT_MAX_PARAMS]

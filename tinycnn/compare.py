@@ -48,7 +48,8 @@ class Row:
         self.val_acc, self.test_acc, self.train_acc, self.seconds = \
             (self.stats[k][0] for k in ("val_acc", "test_acc", "train_acc", "seconds"))
         self.pareto = False
-        self.baseline = any(r.baseline for r in runs)
+        self.baseline = any(r.baseline for r in runs)  # a search's trial 0, or the paper's
+        self.paper = False  # the paper's network with the paper's recipe (mark_baseline)
 
     def get(self, key: str):
         """A field (val_acc, params, ...) or a setting, by full key (model.blocks.res1.scale)
@@ -94,7 +95,7 @@ def mark_baseline(rows: list[Row], paper_model: dict | None, paper_train: dict |
         cfg = row.runs[0].config or {}
         if cfg.get("model") == paper_model and (paper_train is None or
                                                 recipe(cfg.get("train")) == recipe(paper_train)):
-            row.baseline = True
+            row.baseline = row.paper = True
 
 
 def short_name(key: str) -> str:
@@ -258,7 +259,8 @@ def _pct(stat) -> str:
 
 
 def _note(row: Row) -> str:
-    words = (["pareto"] if row.pareto else []) + (["paper"] if row.baseline else [])
+    words = (["pareto"] if row.pareto else []) + \
+        (["paper"] if row.paper else ["baseline"] if row.baseline else [])
     if row.repeats:
         words.append(f"{row.repeats} same-seed repeat{'s' if row.repeats > 1 else ''}")
     if row.reason and row.state in ("failed", "infeasible"):
@@ -332,7 +334,7 @@ def records(rows: list[Row], settings: list[str]) -> list[dict]:
             "test_acc": r.test_acc, "test_acc_std": r.stats["test_acc"][1],
             "train_acc": r.train_acc, "seconds": r.seconds,
             "n": r.n, "seeds": [x.seed for x in r.seed_runs], "repeats": r.repeats,
-            "pareto": r.pareto, "baseline": r.baseline,
+            "pareto": r.pareto, "baseline": r.baseline, "paper": r.paper,
             "settings": {k: r.settings.get(k) for k in settings},
             "reason": r.reason, "source": r.runs[0].source,
             "dir": str(r.dir) if r.dir else None,
