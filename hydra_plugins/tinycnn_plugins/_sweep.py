@@ -9,6 +9,7 @@ through the storage (pruning works whatever launcher runs it).
 """
 
 import copy
+import datetime
 import logging
 import math
 import os
@@ -31,6 +32,8 @@ from tinycnn.errors import ConfigError
 from tinycnn.study import make_pruner, open_storage, pruner_settings, storage_url
 
 from ._search_space import SpaceError, format_value, parse_space, quote
+from ._workers import (WorkerFailed, handle_stop_signals, n_workers, run_workers,
+                       stop_requested, worker_tag)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ class OptunaSweep:
         try:
             self.n_trials = _whole(s, "n_trials", 1)
             self.n_jobs = _whole(s, "n_jobs", 1)
+            self.n_workers = n_workers(s.get("n_workers", 1))
             self.max_params = _whole(s, "max_params", 1)
             rate = s.get("max_failure_rate")
             if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
@@ -251,6 +255,57 @@ class OptunaSweep:
         if have >= self.n_trials:
             log.info("nothing to do: the study already holds n_trials=%d trials (raise "
                      "hydra.sweeper.n_trials to continue it)", self.n_trials)
+        elif self.n_workers > 1:
+            return self._run_workers(study)
+        self.asked: List[optuna.Trial] = []
+        if worker_tag():
+            handle_stop_signals()  # the pool stops its workers with SIGINT
+        try:
+            results = self._loop(study)
+        except BaseException as exc:  # Ctrl-C between trials: close what this worker asked
+            self._close_asked(study, exc)
+            if worker_tag() and isinstance(exc, KeyboardInterrupt):  # told to stop: one line
+                raise SweepError(f"{worker_tag()}stopped ({exc}); its running trial is marked "
+                                 "failed") from None
+            raise
+        if not worker_tag():  # in a pool the process that started the workers sums up
+            self._summary(study)
+        return results
+
+    def _run_workers(self, study: optuna.Study) -> list:
+        """n_workers > 1: that many copies of this command share the study (_workers.py)."""
+        start = datetime.datetime.now()
+        try:
+            run_workers(self.n_workers, str(self.sweep_dir),
+                        threads_set=OmegaConf.select(self.config, "threads") is not None)
+        except (WorkerFailed, KeyboardInterrupt) as exc:
+            self._count_since(study, start)
+            self._summary(study)
+            if isinstance(exc, KeyboardInterrupt):
+                raise SweepError(f"sweep interrupted ({exc}): the {self.n_workers} workers "
+                                 "stopped and marked their running trials failed; the same "
+                                 "command continues the study") from None
+            raise SweepError(str(exc)) from None
+        self._count_since(study, start)
+        self._summary(study)
+        return []
+
+    def _count_since(self, study: optuna.Study, start) -> None:
+        """The workers' trials of this run, for the summary's "this run"."""
+        for t in study.get_trials(deepcopy=False):
+            if t.datetime_start and t.datetime_start >= start and t.state.is_finished():
+                self.counts[_state(t)] += 1
+                self.counts["duplicate"] += "duplicate_of" in t.user_attrs
+
+    def _close_asked(self, study: optuna.Study, exc: BaseException) -> None:
+        running = {t.number for t in study.get_trials(deepcopy=False,
+                                                       states=(TrialState.RUNNING,))}
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        for trial in self.asked:
+            if trial.number in running:
+                self._fail(study, trial, f"interrupted ({why})")
+
+    def _loop(self, study: optuna.Study) -> list:
         results = []
         while True:
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -275,7 +330,6 @@ class OptunaSweep:
                 self._finish(study, c, ret)
             results.append(returns)
             self._check_failure_rate(study)
-        self._summary(study)
         return results
 
     def _next_batch(self, study: optuna.Study) -> List[Candidate]:
@@ -283,10 +337,13 @@ class OptunaSweep:
         batch: List[Candidate] = []
         dists = {d.name: d.distribution for d in self.dims.values()}
         while len(batch) < self.n_jobs:
+            if stop_requested():
+                raise KeyboardInterrupt("stop requested")
             trials = study.get_trials(deepcopy=False)
             if sum(t.state != TrialState.WAITING for t in trials) >= self.n_trials:
                 break
             trial = study.ask(dists)
+            self.asked.append(trial)
             # A new trial's number counts the trials before it (Optuna numbers them atomically
             # and hands out enqueued ones first). Enqueued ones were asked for: always run.
             enqueued = trial.number < len(trials)
@@ -452,8 +509,8 @@ class OptunaSweep:
         c = self.counts
         acc = "   -  " if val_acc is None else f"{val_acc:.4f}"
         size = "-" if params is None else f"{params:,}"
-        log.info("trial %d %-10s val_acc %s  params %7s | this run: %d complete, %d pruned, "
-                 "%d failed, %d infeasible%s", n, state, acc, size, c["complete"], c["pruned"],
+        log.info("%strial %d %-10s val_acc %s  params %7s | this run: %d complete, %d pruned, "
+                 "%d failed, %d infeasible%s", worker_tag(), n, state, acc, size, c["complete"], c["pruned"],
                  c["failed"], c["infeasible"], f" | {note}" if note else "")
 
     def _check_failure_rate(self, study: optuna.Study) -> None:
