@@ -48,6 +48,12 @@ def _on_signal(signum, frame):
 
 def handle_stop_signals() -> dict:
     """SIGINT and SIGTERM stop this process as above; returns the handlers they replace."""
+    default_hook = sys.unraisablehook
+
+    def quiet_swallowed_stop(u):  # the flag has it; no "Exception ignored" traceback
+        if not (_stopping and isinstance(u.exc_value, KeyboardInterrupt)):
+            default_hook(u)
+    sys.unraisablehook = quiet_swallowed_stop
     return {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
