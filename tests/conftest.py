@@ -59,8 +59,9 @@ def run_py(*args: str, cwd=REPO, env=None, timeout=600) -> subprocess.CompletedP
 
 def sweep_cmd(tmp_path, *args: str, out: str = "run") -> list:
     """`python run.py -m` on small data with its study in tmp_path/optuna.db and its folders in
-    tmp_path/OUT; one worker unless args say otherwise (the later override wins)."""
-    return [sys.executable, str(REPO / "run.py"), "-m", *SMALL,
+    tmp_path/OUT; one worker (a reproducible order of trials) unless args set n_workers (the
+    later override wins)."""
+    return [sys.executable, str(REPO / "run.py"), "-m", *SMALL, "hydra.sweeper.n_workers=1",
             f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db",
             f"hydra.sweep.dir={tmp_path}/{out}", *args]
 

@@ -273,7 +273,8 @@ def optuna_sweep(tmp_path_factory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("optuna")
     url = f"sqlite:///{root / 'optuna.db'}"
     proc = subprocess.run([sys.executable, str(REPO / "run.py"), "-m", "sweeps=paper25k", *SMALL,
-                           "hydra.sweeper.n_trials=5", f"hydra.sweeper.storage={url}",
+                           "hydra.sweeper.n_trials=5", "hydra.sweeper.n_workers=1",
+                           f"hydra.sweeper.storage={url}",
                            "hydra.sweeper.study_name=small", f"hydra.sweep.dir={root / 'sweep'}"],
                           cwd=root, env=sub_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
