@@ -9,7 +9,6 @@ through the storage (pruning works whatever launcher runs it).
 """
 
 import copy
-import datetime
 import logging
 import math
 import os
@@ -32,8 +31,7 @@ from tinycnn.errors import ConfigError
 from tinycnn.study import make_pruner, open_storage, pruner_settings, storage_url
 
 from ._search_space import SpaceError, format_value, parse_space, quote
-from ._workers import (WorkerFailed, handle_stop_signals, n_workers, run_workers,
-                       stop_requested, worker_tag)
+from ._workers import handle_stop_signals, n_workers, run_pool, stop_requested, worker_tag
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +254,7 @@ class OptunaSweep:
             log.info("nothing to do: the study already holds n_trials=%d trials (raise "
                      "hydra.sweeper.n_trials to continue it)", self.n_trials)
         elif self.n_workers > 1:
-            return self._run_workers(study)
+            return run_pool(self, study)
         self.asked: List[optuna.Trial] = []
         if worker_tag():
             handle_stop_signals()  # the pool stops its workers with SIGINT
@@ -271,31 +269,6 @@ class OptunaSweep:
         if not worker_tag():  # in a pool the process that started the workers sums up
             self._summary(study)
         return results
-
-    def _run_workers(self, study: optuna.Study) -> list:
-        """n_workers > 1: that many copies of this command share the study (_workers.py)."""
-        start = datetime.datetime.now()
-        try:
-            run_workers(self.n_workers, str(self.sweep_dir),
-                        threads_set=OmegaConf.select(self.config, "threads") is not None)
-        except (WorkerFailed, KeyboardInterrupt) as exc:
-            self._count_since(study, start)
-            self._summary(study)
-            if isinstance(exc, KeyboardInterrupt):
-                raise SweepError(f"sweep interrupted ({exc}): the {self.n_workers} workers "
-                                 "stopped and marked their running trials failed; the same "
-                                 "command continues the study") from None
-            raise SweepError(str(exc)) from None
-        self._count_since(study, start)
-        self._summary(study)
-        return []
-
-    def _count_since(self, study: optuna.Study, start) -> None:
-        """The workers' trials of this run, for the summary's "this run"."""
-        for t in study.get_trials(deepcopy=False):
-            if t.datetime_start and t.datetime_start >= start and t.state.is_finished():
-                self.counts[_state(t)] += 1
-                self.counts["duplicate"] += "duplicate_of" in t.user_attrs
 
     def _close_asked(self, study: optuna.Study, exc: BaseException) -> None:
         running = {t.number for t in study.get_trials(deepcopy=False,
@@ -510,8 +483,8 @@ class OptunaSweep:
         acc = "   -  " if val_acc is None else f"{val_acc:.4f}"
         size = "-" if params is None else f"{params:,}"
         log.info("%strial %d %-10s val_acc %s  params %7s | this run: %d complete, %d pruned, "
-                 "%d failed, %d infeasible%s", worker_tag(), n, state, acc, size, c["complete"], c["pruned"],
-                 c["failed"], c["infeasible"], f" | {note}" if note else "")
+                 "%d failed, %d infeasible%s", worker_tag(), n, state, acc, size, c["complete"],
+                 c["pruned"], c["failed"], c["infeasible"], f" | {note}" if note else "")
 
     def _check_failure_rate(self, study: optuna.Study) -> None:
         failed = self.counts["failed"]

@@ -9,6 +9,7 @@ workers. This process only starts the workers, gives each its share of the cores
 all at Ctrl-C or when one fails.
 """
 
+import datetime
 import logging
 import os
 import signal
@@ -104,6 +105,33 @@ def _in_worker() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
     except Exception:
         pass
+
+
+def run_pool(sweep, study) -> list:
+    """The sweep's hook for n_workers > 1: start the workers on `study`, wait for them, and
+    write the study's summary (the workers leave it to this process)."""
+    from omegaconf import OmegaConf
+
+    from ._sweep import SweepError, _state
+    start = datetime.datetime.now()
+    try:
+        run_workers(sweep.n_workers, str(sweep.sweep_dir),
+                    threads_set=OmegaConf.select(sweep.config, "threads") is not None)
+        stopped = None
+    except (WorkerFailed, KeyboardInterrupt) as exc:
+        stopped = exc
+    for t in study.get_trials(deepcopy=False):  # "this run" in the summary: the workers' trials
+        if t.datetime_start and t.datetime_start >= start and t.state.is_finished():
+            sweep.counts[_state(t)] += 1
+            sweep.counts["duplicate"] += "duplicate_of" in t.user_attrs
+    sweep._summary(study)
+    if isinstance(stopped, KeyboardInterrupt):
+        raise SweepError(f"sweep interrupted ({stopped}): the {sweep.n_workers} workers stopped "
+                         "and marked their running trials failed; the same command continues "
+                         "the study") from None
+    if stopped is not None:
+        raise SweepError(str(stopped)) from None
+    return []
 
 
 def run_workers(n: int, sweep_dir: str, threads_set: bool) -> None:
