@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 
 from tinycnn.data import load_mnist
 from tinycnn.model import build_model
+from tinycnn.runner import place
 from tinycnn.train import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ def tinycnn_way(cfg, device="cpu"):
     start = time.perf_counter()
     data = load_mnist(cfg.data, device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model).to(device)
+    model = place(build_model(cfg.model), torch.device(device))
     result = train(model, data, cfg.train, cfg.seed)
     _sync(device)
     return time.perf_counter() - start, result["train_acc"]

@@ -79,7 +79,8 @@ def evaluate_checkpoint(path, data_root=None, test_limit=None, batch_size=None, 
         data_cfg.test_limit = None
     batch = batch_size or batch
     mnist = load_mnist(data_cfg, torch.device(device))
-    model.to(device)
+    from tinycnn.runner import place  # the layout training used: the same sums, the same numbers
+    model = place(model, torch.device(device))
     acc = evaluate(model, mnist, mnist.test_x, mnist.test_y, batch)
     recorded = (ckpt.get("metrics") or {}).get("test_acc")
     return Evaluation(acc, recorded, len(mnist.test_x), batch, model.num_params, source)

@@ -36,6 +36,15 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def place(model, device: torch.device):
+    """The model on `device`; on the CPU in channels-last layout, which makes one epoch of these
+    small convolutions ~16% faster there (python -m tinycnn.bench; same maths, the sums in
+    another order). Not measured on GPUs yet, so left as it is there."""
+    if device.type == "cpu":
+        return model.to(device, memory_format=torch.channels_last)
+    return model.to(device)
+
+
 def _trial_reporter(cfg):
     optuna_cfg = cfg.get("optuna")
     if not optuna_cfg:
@@ -88,7 +97,7 @@ def run(cfg, out_dir, overrides=()) -> dict:
                         "data": "reused" if loaded_in is None else "loaded"}
     log.info("data: %s", "the images this process loaded for an earlier run" if loaded_in is None
              else f"MNIST loaded in {loaded_in:.2f} s")
-    model.to(device)
+    model = place(model, device)
 
     total_steps = math.ceil(len(data.train_x) / cfg.train.batch_size) * cfg.train.epochs
 
