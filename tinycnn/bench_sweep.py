@@ -182,6 +182,22 @@ def overhead(r: dict) -> str:
             ", ".join(f"{k} {v:.2f}" for k, v in mean.items()))
 
 
+def infeasible(tmp: Path, n: int, overrides: list) -> None:
+    """Cost of a trial that is never trained: with max_params=1000 every network of paper25k
+    is over budget. Ask -> tell: TPE sampling, the trial's config, building the model, its
+    record and the study writes."""
+    folder = tmp / "infeasible"
+    folder.mkdir()
+    wall = timed(sweep_cmd(folder, f"hydra.sweeper.n_trials={n}", "hydra.sweeper.n_workers=1",
+                           "hydra.sweeper.max_params=1000", *overrides), None,
+                 tmp / "infeasible.log")
+    study = optuna.load_study(study_name="paper25k", storage=f"sqlite:///{folder}/optuna.db")
+    each = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials]
+    print(f"infeasible trial (paper25k, max_params=1000, {len(each)} trials): ask->tell median "
+          f"{statistics.median(each):.3f} s, max {max(each):.3f} s; whole command {wall:.1f} s "
+          "including start-up")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m tinycnn.bench_sweep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -199,6 +215,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threshold", type=float, default=0.97,
                     help="validation accuracy for 'time to first trial above' (default 0.97)")
     ap.add_argument("--seed", type=int, default=0, help="seed for drawing the networks")
+    ap.add_argument("--infeasible", type=int, default=0,
+                    help="first time N trials that are never trained (over budget; default 0)")
     ap.add_argument("--no-shell", action="store_true", help="skip (a), the shell loop")
     ap.add_argument("--no-pruning", action="store_true", help="skip the runs with the pruner")
     ap.add_argument("overrides", nargs="*", help="extra overrides for every run")
@@ -219,6 +237,8 @@ def main(argv=None) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="tinycnn-bench-") as tmp:
         tmp = Path(tmp)
+        if a.infeasible:
+            infeasible(tmp, a.infeasible, overrides)
         warm = tmp / "warm"
         warm.mkdir()
         enqueue(warm, networks[:a.warmup])
@@ -274,9 +294,9 @@ def summary(rows, threshold) -> None:
     many = [(int(name.split()[1]), r) for name, p, r in rows if name.startswith("(c)") and not p]
     if many and False in one:
         n, top = max(many, key=lambda x: x[0])
-        vs_shell = f"{rate(top) / rate(shell):.2f}x" if shell and rate(shell) else "n/a"
-        print(f"speedup: {n} workers vs 1 worker {rate(top) / rate(one[False]):.2f}x, "
-              f"vs shell loop {vs_shell} (trained trials per hour)")
+        ratio = lambda r: f"{rate(top) / rate(r):.2f}x" if r and rate(r) else "n/a"  # noqa: E731
+        print(f"speedup: {n} workers vs 1 worker {ratio(one[False])}, vs shell loop "
+              f"{ratio(shell)} (trained trials per hour)")
 
 if __name__ == "__main__":
     main()
