@@ -186,13 +186,13 @@ def test_trials_as_submitit_jobs_report_prune_and_finish(tmp_path):
 def test_data_is_loaded_once_per_process_per_data_setting():
     import tinycnn.data as data
     from conftest import compose_cfg
-    cfg = compose_cfg().data
-    first, took = data.worker_data(cfg)
+    # limit=333: no other test's setting, so whatever this process loaded before, this loads
+    first, took = data.worker_data(compose_cfg("data.limit=333").data)
     loads = data.loads
-    again, reused = data.worker_data(compose_cfg("seed=5").data)  # not a data setting
+    again, reused = data.worker_data(compose_cfg("data.limit=333", "seed=5").data)  # not data
     assert took is not None and reused is None and data.loads == loads
     assert again.train_x is first.train_x  # the very same tensors, not a copy
-    other, reused = data.worker_data(compose_cfg("data.mean=0.5").data)  # normalisation only
+    other, reused = data.worker_data(compose_cfg("data.limit=333", "data.mean=0.5").data)
     assert reused is None and other.mean == 0.5 and other.train_x is first.train_x
     smaller, took = data.worker_data(compose_cfg("data.limit=256").data)  # other images
     assert took is not None and data.loads == loads + 1 and len(smaller.train_x) == 256
