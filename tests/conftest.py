@@ -1,10 +1,17 @@
-"""Shared test setup: the real config composed by Hydra, shrunk to a small MNIST subset."""
+"""Shared test setup: the real config composed by Hydra, shrunk to a small MNIST subset, and real
+subprocesses that each use one thread.
+
+One thread per process: tests run next to each other and next to other work, and with torch's
+default (one thread per core) a busy core makes OpenMP spin: a 1-second training takes 15 s.
+"""
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -13,17 +20,50 @@ SMALL = ["data.limit=512", "data.val_size=256", "data.test_limit=500", "train.ev
          "train.batch_size=64"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """In-process training (tinycnn.runner.run in a test) uses one thread too."""
+    torch.set_num_threads(1)
+
+
+def sub_env(**extra: str) -> dict:
+    """The environment for a test's subprocess: one thread, this checkout importable, MNIST from
+    TINYCNN_DATA (or ./data), Hydra's short error messages."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
+    env.setdefault("TINYCNN_DATA", str(REPO / "data"))
+    env.update(extra)
+    return env
+
+
 def compose_cfg(*overrides: str, small: bool = True):
     """conf/config.yaml composed as run.py would, with `overrides` (small data unless small=False)."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("config", overrides=[*(SMALL if small else []), *overrides])
 
 
-def run_py(*args: str, cwd=REPO, env=None, timeout=600):
-    """Run `python run.py ARGS` in a real subprocess; returns CompletedProcess (text)."""
-    import subprocess
-    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def run_cmd(cmd, cwd=REPO, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run cmd to the end in a real subprocess (sub_env unless env); .output = stdout + stderr."""
+    p = subprocess.run(cmd, cwd=cwd, env=env or sub_env(), capture_output=True, text=True,
+                       timeout=timeout)
+    p.output = p.stdout + p.stderr
+    return p
+
+
+def run_py(*args: str, cwd=REPO, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` in a real subprocess (text output)."""
+    return run_cmd([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env,
+                   timeout=timeout)
+
+
+def sweep_cmd(tmp_path, *args: str, out: str = "run") -> list:
+    """`python run.py -m` on small data with its study in tmp_path/optuna.db and its folders in
+    tmp_path/OUT; one worker (a reproducible order of trials) unless args set n_workers (the
+    later override wins)."""
+    return [sys.executable, str(REPO / "run.py"), "-m", *SMALL, "hydra.sweeper.n_workers=1",
+            f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db",
+            f"hydra.sweep.dir={tmp_path}/{out}", *args]
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import REPO, sub_env
 from tinycnn import cli
 from tinycnn.compare import Row, group, mark_pareto
 from tinycnn.evaluate import evaluate_checkpoint
@@ -27,15 +28,8 @@ from tinycnn.model import build_model
 from tinycnn.plot import plot_rows
 from tinycnn.results import Run
 
-REPO = Path(__file__).resolve().parent.parent
 SMALL = ["data.limit=256", "data.val_size=256", "data.test_limit=500", "train.evals_per_epoch=1"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _env():
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.setdefault("TINYCNN_DATA", str(REPO / "data"))
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +39,7 @@ def sweep(tmp_path_factory) -> Path:
     out = root / "multirun" / "2030-01-01" / "12-00-00"
     proc = subprocess.run([sys.executable, str(REPO / "run.py"), "-m", *SMALL, "seed=0,1",
                            "train.lr=0.002,0.004", f"hydra.sweep.dir={out}"],
-                          cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
+                          cwd=root, env=sub_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
     return out
@@ -279,9 +273,10 @@ def optuna_sweep(tmp_path_factory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("optuna")
     url = f"sqlite:///{root / 'optuna.db'}"
     proc = subprocess.run([sys.executable, str(REPO / "run.py"), "-m", "sweeps=paper25k", *SMALL,
-                           "hydra.sweeper.n_trials=5", f"hydra.sweeper.storage={url}",
+                           "hydra.sweeper.n_trials=5", "hydra.sweeper.n_workers=1",
+                           f"hydra.sweeper.storage={url}",
                            "hydra.sweeper.study_name=small", f"hydra.sweep.dir={root / 'sweep'}"],
-                          cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
+                          cwd=root, env=sub_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return root / "sweep", url
 
@@ -453,10 +448,10 @@ def test_every_option_has_help():
 
 def test_python_dash_m(sweep):
     proc = subprocess.run([sys.executable, "-m", "tinycnn", "compare", str(sweep), "--top", "1"],
-                          env=_env(), capture_output=True, text=True, timeout=120)
+                          env=sub_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) >= 3
     proc = subprocess.run([sys.executable, "-m", "tinycnn", "compare", "/no/such/folder"],
-                          env=_env(), capture_output=True, text=True, timeout=120)
+                          env=sub_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "does not exist" in \
         proc.stderr
 

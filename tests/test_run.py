@@ -150,13 +150,13 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     import sys
     import termios
 
-    from conftest import REPO
+    from conftest import REPO, sub_env
     args = [sys.executable, str(REPO / "run.py"), "data.limit=640", "data.val_size=256",
             "data.test_limit=500"]
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # 120 columns
     p = subprocess.Popen([*args, f"hydra.run.dir={tmp_path}/tty"], cwd=REPO, stdout=slave,
-                         stderr=slave)
+                         stderr=slave, env=sub_env())
     os.close(slave)
     chunks = []
     while True:

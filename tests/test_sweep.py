@@ -17,36 +17,14 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from conftest import REPO, SMALL, run_cmd as run, sub_env, sweep_cmd
 from hydra_plugins.tinycnn_plugins._search_space import (SpaceError, format_value, parse_space,
                                                          quote)
 from hydra_plugins.tinycnn_plugins._sweep import OptunaSweep, SweepError
 from tinycnn.errors import ConfigError
 from tinycnn.study import make_pruner, open_storage, storage_url, trial_reporter
 
-REPO = Path(__file__).resolve().parent.parent
-SMALL = ["data.limit=512", "data.val_size=256", "data.test_limit=500", "train.evals_per_epoch=2"]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def sweep_cmd(tmp_path, *args, out="run"):
-    """`python run.py -m` with small data, the study in tmp_path/optuna.db, folders in tmp_path."""
-    return [sys.executable, str(REPO / "run.py"), "-m", *SMALL,
-            f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db",
-            f"hydra.sweep.dir={tmp_path}/{out}", *args]
-
-
-def sub_env():
-    # One thread per training process: with two (torch's default here) a busy second core
-    # makes OpenMP spin, and a 1-second test training takes 15 s.
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return {**env, "OMP_NUM_THREADS": "1"}
-
-
-def run(cmd, timeout=300):
-    env = sub_env()
-    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    p.output = p.stdout + p.stderr
-    return p
 
 
 def load(tmp_path, name):

@@ -2,7 +2,7 @@
 (torchvision dataset, ToTensor+Normalize per image, a shuffled DataLoader of batch 64), same model
 and recipe, timed in one invocation; then the peak memory of `python run.py model=paper`.
 
-    python -m tinycnn.bench [--skip-memory] [--limit N]
+    python -m tinycnn.bench [--skip-memory] [--limit N] [--device cuda]
 """
 
 import argparse
@@ -18,12 +18,18 @@ from hydra import compose, initialize_config_dir
 
 from tinycnn.data import load_mnist
 from tinycnn.model import build_model
+from tinycnn.recipe import lr_at, make_optimizer
 from tinycnn.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def paper_way(cfg, limit):
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()  # the GPU's queue done: the time is the training's
+
+
+def paper_way(cfg, limit, device="cpu"):
     """The paper's train.py loop: per-image PIL -> ToTensor -> Normalize, DataLoader(shuffle)."""
     from torchvision import datasets, transforms
     tf = transforms.Compose([transforms.ToTensor(),
@@ -33,31 +39,33 @@ def paper_way(cfg, limit):
         ds = torch.utils.data.Subset(ds, range(limit))
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.T_max,
-                                                       eta_min=cfg.train.eta_min)
+    model = build_model(cfg.model).to(device)
+    opt = make_optimizer(model, cfg.train)  # the recipe as tinycnn trains it: only the data differ
     start = time.perf_counter()
     model.train()
     correct = 0
-    for x, y in loader:
+    for step, (x, y) in enumerate(loader):
+        x, y = x.to(device), y.to(device)
         out = model(x)
-        loss = F.cross_entropy(out, y)
+        loss = F.cross_entropy(out, y, label_smoothing=cfg.train.label_smoothing)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg.train, step, len(loader), len(loader))
         opt.zero_grad()
         loss.backward()
         opt.step()
         correct += (out.argmax(1) == y).sum().item()
-    sched.step()
+    _sync(device)
     return time.perf_counter() - start, correct / len(ds)
 
 
-def tinycnn_way(cfg):
+def tinycnn_way(cfg, device="cpu"):
     """Loading included: tinycnn pays it once per run, the paper's loader pays it per batch."""
     start = time.perf_counter()
-    data = load_mnist(cfg.data)
+    data = load_mnist(cfg.data, device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model).to(torch.device(device))
     result = train(model, data, cfg.train, cfg.seed)
+    _sync(device)
     return time.perf_counter() - start, result["train_acc"]
 
 
@@ -76,6 +84,8 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=None,
                     help="train on the first N images only (quick check; default: all 60,000)")
     ap.add_argument("--skip-memory", action="store_true", help="only time the two pipelines")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu (default) or cuda[:N]: where both pipelines train")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=paper train.lr=0.001")
     args = ap.parse_args(argv)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -84,10 +94,13 @@ def main(argv=None):
         if args.limit:
             over.append(f"data.limit={args.limit}")
         cfg = compose("config", overrides=over)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
-    t_paper, acc_paper = paper_way(cfg, args.limit)
+    gpu = (f", {torch.cuda.get_device_name(args.device)}"
+           if torch.device(args.device).type == "cuda" else "")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
+          f"device {args.device}{gpu}; load average {os.getloadavg()[0]:.1f}")
+    t_paper, acc_paper = paper_way(cfg, args.limit, args.device)
     print(f"paper's pipeline   : {t_paper:6.1f} s  (train acc {acc_paper:.4f})")
-    t_ours, acc_ours = tinycnn_way(cfg)
+    t_ours, acc_ours = tinycnn_way(cfg, args.device)
     print(f"tinycnn's pipeline : {t_ours:6.1f} s  (train acc {acc_ours:.4f}, loading included)")
     print(f"ratio tinycnn/paper: {t_ours / t_paper:.2f}  (target <= 0.75)")
     if args.skip_memory:

@@ -2,12 +2,14 @@
 
 import logging
 import math
+import os
+import time
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from tinycnn.data import check_data_cfg, load_mnist
+from tinycnn.data import check_data_cfg, worker_data
 from tinycnn.model import build_model, format_param_table
 from tinycnn.record import config_key, record_config, save_checkpoint, versions, \
     write_json_atomic, write_text_atomic
@@ -63,6 +65,7 @@ def run(cfg, out_dir, overrides=()) -> dict:
     Everything that can be checked is checked before any data is loaded. Progress goes to the
     "tinycnn" logger (Hydra sends it to the console and the run folder's run.log).
     """
+    t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     complete(cfg)  # a config recorded before a key existed gets that key's default
@@ -75,7 +78,9 @@ def run(cfg, out_dir, overrides=()) -> dict:
     device = pick_device(str(cfg.device))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
+    t = time.perf_counter()
     reporter = _trial_reporter(cfg)
+    study_s = time.perf_counter() - t  # opening the Optuna trial, when there is one
     log.info("%s", format_param_table(model))
 
     write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(record_config(cfg)))
@@ -89,7 +94,15 @@ def run(cfg, out_dir, overrides=()) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)
-    data = load_mnist(cfg.data, device)
+    # Where a trial's time goes besides training (python -m tinycnn.bench_sweep prints it).
+    timing = record["timing"] = {"setup": time.perf_counter() - t0 - study_s,
+                                 "report": study_s}
+    data, loaded_in = worker_data(cfg.data, device)  # a sweep worker loads MNIST once
+    timing["data"] = loaded_in or 0.0
+    record["worker"] = {"pid": os.getpid(), "threads": torch.get_num_threads(),
+                        "data": "reused" if loaded_in is None else "loaded"}
+    log.info("data: %s", "the images this process loaded for an earlier run" if loaded_in is None
+             else f"MNIST loaded in {loaded_in:.2f} s")
     model.to(device)
 
     total_steps = math.ceil(len(data.train_x) / cfg.train.batch_size) * cfg.train.epochs
@@ -100,7 +113,11 @@ def run(cfg, out_dir, overrides=()) -> dict:
         if reporter is not None:
             # Optuna's step is the check's number (1, 2, ...), not the batch: trials with
             # different batch sizes are then compared at the same point of their training.
-            reporter(len(record["history"]), val_acc, final=step == total_steps)
+            t = time.perf_counter()
+            try:
+                reporter(len(record["history"]), val_acc, final=step == total_steps)
+            finally:
+                timing["report"] += time.perf_counter() - t
 
     try:
         result = train(model, data, cfg.train, seed, on_eval=on_eval)
@@ -113,15 +130,19 @@ def run(cfg, out_dir, overrides=()) -> dict:
         write_json_atomic(out_dir / "metrics.json", record)
         raise
     model = result.pop("model")  # the EMA of the weights when train.ema is set
+    t = time.perf_counter()
     h = record["history"]
     last_eval_at_end = h and h[-1]["step"] == result["steps"]
     val_acc = h[-1]["val_acc"] if last_eval_at_end else (
         evaluate(model, data, data.val_x, data.val_y, cfg.train.eval_batch_size)
         if len(data.val_x) else None)
     test_acc = evaluate(model, data, data.test_x, data.test_y, cfg.train.eval_batch_size)
+    timing["evaluate"] = time.perf_counter() - t
+    t = time.perf_counter()
     record.update(status="complete", train_acc=result["train_acc"], val_acc=val_acc,
                   test_acc=test_acc, train_loss=result["train_loss"], seconds=result["seconds"])
     save_checkpoint(out_dir / "model.pt", model, cfg.model, cfg.data, record)
+    timing["save"] = time.perf_counter() - t  # the checkpoint; metrics.json is written next
     write_json_atomic(out_dir / "metrics.json", record)  # last: its presence means complete
     fmt = lambda a: "n/a" if a is None else f"{100 * a:.2f}%"  # noqa: E731
     log.info(f"train {fmt(record['train_acc'])}  val {fmt(val_acc)}  test {fmt(test_acc)}  "

@@ -34,6 +34,7 @@ from tinycnn.study import Heartbeat, StorageError, fail_stale_trials, job_storag
 
 from ._overrides import apply_overrides
 from ._search_space import SpaceError, format_value, parse_space, quote
+from ._workers import handle_stop_signals, n_workers, run_pool, stop_requested, worker_tag
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class OptunaSweep:
         try:
             self.n_trials = _whole(s, "n_trials", 1)
             self.n_jobs = _whole(s, "n_jobs", 1)
+            self.n_workers = n_workers(s.get("n_workers", 1))
             self.max_params = _whole(s, "max_params", 1)
             rate = s.get("max_failure_rate")
             if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
@@ -289,9 +291,42 @@ class OptunaSweep:
                  ", ".join(self.objectives), self.shown_url, have, self.n_trials,
                  len(self.dims), f"{self.max_params:,}", self.sampler_spec.get("name", "tpe"),
                  self.pruner_spec.get("name", "none"), self.sweep_dir)
+        try:
+            return self._run(study, have)
+        finally:
+            if self.heartbeat:
+                self.heartbeat.close()
+
+    def _run(self, study: optuna.Study, have: int) -> Any:
         if have >= self.n_trials:
             log.info("nothing to do: the study already holds n_trials=%d trials (raise "
                      "hydra.sweeper.n_trials to continue it)", self.n_trials)
+        elif self.n_workers > 1:
+            return run_pool(self, study)
+        self.asked: List[optuna.Trial] = []
+        if worker_tag():
+            handle_stop_signals()  # the pool stops its workers with SIGINT
+        try:
+            results = self._loop(study)
+        except BaseException as exc:  # Ctrl-C between trials: close what this worker asked
+            self._close_asked(study, exc)
+            if worker_tag() and isinstance(exc, KeyboardInterrupt):  # told to stop: one line
+                raise SweepError(f"{worker_tag()}stopped ({exc}); its running trial is marked "
+                                 "failed") from None
+            raise
+        if not worker_tag():  # in a pool the process that started the workers sums up
+            self._summary(study)
+        return results
+
+    def _close_asked(self, study: optuna.Study, exc: BaseException) -> None:
+        running = {t.number for t in study.get_trials(deepcopy=False,
+                                                       states=(TrialState.RUNNING,))}
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        for trial in self.asked:
+            if trial.number in running:
+                self._fail(study, trial, f"interrupted ({why})")
+
+    def _loop(self, study: optuna.Study) -> list:
         results = []
         while True:
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -323,9 +358,6 @@ class OptunaSweep:
                 self._finish(study, c, ret)
             results.append(returns)
             self._check_failure_rate(study)
-        self._summary(study)
-        if self.heartbeat:
-            self.heartbeat.close()
         return results
 
     def _recover(self, study: optuna.Study) -> None:
@@ -343,11 +375,14 @@ class OptunaSweep:
         batch: List[Candidate] = []
         dists = {d.name: d.distribution for d in self.dims.values()}
         while len(batch) < self.n_jobs:
+            if stop_requested():
+                raise KeyboardInterrupt("stop requested")
             trials = study.get_trials(deepcopy=False)
             retried = _retried(trials)  # trials a retry replaces do not count toward n_trials
             if sum(t.state != TrialState.WAITING for t in trials) - len(retried) >= self.n_trials:
                 break
             trial = study.ask(dists)
+            self.asked.append(trial)
             if self.heartbeat:
                 self.heartbeat.add(trial.number)
             # A new trial's number counts the trials before it (Optuna numbers them atomically
@@ -514,9 +549,9 @@ class OptunaSweep:
         c = self.counts
         acc = "   -  " if val_acc is None else f"{val_acc:.4f}"
         size = "-" if params is None else f"{params:,}"
-        log.info("trial %d %-10s val_acc %s  params %7s | this run: %d complete, %d pruned, "
-                 "%d failed, %d infeasible%s", n, state, acc, size, c["complete"], c["pruned"],
-                 c["failed"], c["infeasible"], f" | {note}" if note else "")
+        log.info("%strial %d %-10s val_acc %s  params %7s | this run: %d complete, %d pruned, "
+                 "%d failed, %d infeasible%s", worker_tag(), n, state, acc, size, c["complete"],
+                 c["pruned"], c["failed"], c["infeasible"], f" | {note}" if note else "")
 
     def _check_failure_rate(self, study: optuna.Study) -> None:
         failed = self.counts["failed"]

@@ -1,0 +1,193 @@
+"""hydra.sweeper.n_workers=N: N copies of the sweep command work on one study at once.
+
+Each worker is the same `python run.py -m ...` command with n_workers=1, so it is exactly an
+independent worker (README, "Several processes, several machines"): it asks the study for a
+trial, trains it in its own process, tells the study, and asks again the moment it is done. The
+study in its storage is the only coordinator; nothing here hands out trials, so there is no
+batch barrier and the same command on several machines against PostgreSQL still just adds
+workers. This process only starts the workers, gives each its share of the cores, and stops them
+all at Ctrl-C or when one fails.
+"""
+
+import datetime
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import List
+
+log = logging.getLogger(__name__)
+
+WORKER_ENV = "TINYCNN_WORKER"   # "k/N" in a worker started here
+STOP_GRACE_S = 120              # a stopped worker marks its trials failed, then exits
+
+
+class WorkerFailed(Exception):
+    pass
+
+
+# Set by the first SIGINT/SIGTERM. Python may swallow the KeyboardInterrupt a signal raises (when
+# it lands in a finalizer: "Exception ignored in ..."), so the sweep loop also checks this flag
+# before it asks for another trial; and a second signal is ignored, so it cannot cut short the
+# clean-up the first one started (telling the study the running trial failed).
+_stopping = False
+
+
+def stop_requested() -> bool:
+    return _stopping
+
+
+def _on_signal(signum, frame):
+    global _stopping
+    if _stopping:
+        return
+    _stopping = True
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def handle_stop_signals() -> dict:
+    """SIGINT and SIGTERM stop this process as above; returns the handlers they replace."""
+    default_hook = sys.unraisablehook
+
+    def quiet_swallowed_stop(u):  # the flag has it; no "Exception ignored" traceback
+        if not (_stopping and isinstance(u.exc_value, KeyboardInterrupt)):
+            default_hook(u)
+    sys.unraisablehook = quiet_swallowed_stop
+    return {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def cores() -> int:
+    """The cores this process may run on (taskset, cgroup cpusets), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def n_workers(value) -> int:
+    """hydra.sweeper.n_workers: a whole number >= 1, or auto (one worker per core)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return cores()
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        from ._sweep import SweepError
+        raise SweepError(f"hydra.sweeper.n_workers = {value!r}: expected a whole number >= 1 "
+                         f"(workers on this machine) or auto (one per core: {cores()} here)")
+    return value
+
+
+def worker_tag() -> str:
+    """'[worker k/N] ' inside a worker started by run_workers, else ''."""
+    tag = os.environ.get(WORKER_ENV)
+    return f"[worker {tag}] " if tag else ""
+
+
+def worker_command(argv: List[str], sweep_dir: str) -> List[str]:
+    """This command as one worker runs it: n_workers=1 and the sweep folder this process
+    resolved (its ${now:...} would otherwise differ per worker)."""
+    own = ("hydra.sweeper.n_workers=", "hydra.sweep.dir=")
+    kept = [a for a in argv[1:] if not a.lstrip("+~").startswith(own)]
+    return [sys.executable, argv[0], *kept, "hydra.sweeper.n_workers=1",
+            f"hydra.sweep.dir={sweep_dir}"]
+
+
+def _in_worker() -> None:
+    """Runs in each worker before it starts. SIGINT is what stops a worker, so it must not
+    inherit an ignored SIGINT (a shell does that to background jobs). On Linux a worker also
+    gets SIGINT when this process dies, even by kill -9, so no orphan goes on training;
+    elsewhere an orphan finishes the study like any independent worker."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def run_pool(sweep, study) -> list:
+    """The sweep's hook for n_workers > 1: start the workers on `study`, wait for them, and
+    write the study's summary (the workers leave it to this process)."""
+    from omegaconf import OmegaConf
+
+    from ._sweep import SweepError, _state
+    start = datetime.datetime.now()
+    try:
+        run_workers(sweep.n_workers, str(sweep.sweep_dir),
+                    threads_set=OmegaConf.select(sweep.config, "threads") is not None)
+        stopped = None
+    except (WorkerFailed, KeyboardInterrupt) as exc:
+        stopped = exc
+    for t in study.get_trials(deepcopy=False):  # "this run" in the summary: the workers' trials
+        if t.datetime_start and t.datetime_start >= start and t.state.is_finished():
+            sweep.counts[_state(t)] += 1
+            sweep.counts["duplicate"] += "duplicate_of" in t.user_attrs
+    sweep._summary(study)
+    if isinstance(stopped, KeyboardInterrupt):
+        raise SweepError(f"sweep interrupted ({stopped}): the {sweep.n_workers} workers stopped "
+                         "and marked their running trials failed; the same command continues "
+                         "the study") from None
+    if stopped is not None:
+        raise SweepError(str(stopped)) from None
+    return []
+
+
+def run_workers(n: int, sweep_dir: str, threads_set: bool) -> None:
+    """Start n workers and wait for them. Ctrl-C (or SIGTERM) here stops them all: each gets one
+    SIGINT and marks its running trials failed. A worker that fails stops the others; raises
+    WorkerFailed naming it."""
+    threads = max(1, cores() // n)
+    env = dict(os.environ)
+    if not threads_set:  # torch takes its thread count from these (threads=N still wins)
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = worker_command(sys.argv, sweep_dir)
+    log.info("%d workers on this study, %s each (%d cores here)", n,
+             "threads as set" if threads_set else f"{threads} thread(s)", cores())
+    procs = []
+    # SIGTERM (and SIGINT, even where a shell ignores it for background jobs) stop the workers.
+    previous = handle_stop_signals()
+    try:
+        for k in range(n):
+            # Own session: a Ctrl-C at the terminal reaches this process only, which passes
+            # exactly one SIGINT on (a second one could cut a worker's clean-up short).
+            procs.append(subprocess.Popen(cmd, env={**env, WORKER_ENV: f"{k + 1}/{n}"},
+                                          start_new_session=True, preexec_fn=_in_worker))
+        _wait(procs)
+    except BaseException:
+        _stop(procs)
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _wait(procs: List[subprocess.Popen]) -> None:
+    while True:
+        if _stopping:
+            raise KeyboardInterrupt("stop requested")
+        codes = [p.poll() for p in procs]
+        bad = [(k, c) for k, c in enumerate(codes) if c not in (None, 0)]
+        if bad:
+            k, code = bad[0]
+            raise WorkerFailed(f"worker {k + 1}/{len(procs)} stopped with exit code {code} (its "
+                               "messages are above); the other workers were stopped too")
+        if all(c == 0 for c in codes):
+            return
+        time.sleep(0.2)
+
+
+def _stop(procs: List[subprocess.Popen]) -> None:
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
+        p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for p in running:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("worker pid %d did not stop within %d s: killed; its running trial "
+                        "stays RUNNING in the study", p.pid, STOP_GRACE_S)
+            p.kill()
+            p.wait()

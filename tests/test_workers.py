@@ -1,0 +1,198 @@
+"""hydra.sweeper.n_workers: real `python run.py -m` pools on small MNIST subsets and real SQLite
+studies; the workers are real processes, found again through the pid in each trial's record."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import REPO, run_cmd, sub_env, sweep_cmd
+from hydra_plugins.tinycnn_plugins._sweep import OptunaSweep, SweepError
+from hydra_plugins.tinycnn_plugins._workers import cores
+
+OPTUNA = ["hydra/sweeper=tinycnn_optuna", "hydra.sweeper.study_name=t"]
+SPACE = ["train.lr=tag(log,interval(1e-4,1e-2))", "model.blocks.res1.scale=range(0.0,4.01,0.5)"]
+
+
+def study(tmp_path):
+    return optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/optuna.db")
+
+
+def records(tmp_path, out="run") -> dict:
+    """trial number -> its metrics.json, for every trial folder of the sweep."""
+    return {int(f.parent.name[6:]): json.loads(f.read_text())
+            for f in (tmp_path / out).glob("trial_*/metrics.json")}
+
+
+def running(tmp_path) -> int:
+    """RUNNING trials, read without creating the database as optuna.load_study would."""
+    try:
+        with sqlite3.connect(f"file:{tmp_path}/optuna.db?mode=ro", uri=True) as db:
+            return db.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
+    except sqlite3.Error:  # not there yet
+        return 0
+
+
+def children(pid: int) -> list:
+    """The processes whose parent is pid (Linux: read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_n_workers_setting_is_checked():
+    s = {"study_name": "t", "storage": "sqlite:///x.db", "n_trials": 5, "n_jobs": 1,
+         "max_params": 25000, "objectives": ["val_acc"], "sampler": {"name": "tpe"},
+         "pruner": {"name": "none"}, "max_failure_rate": 0.5, "params": {}}
+    sweep = OptunaSweep({**s, "n_workers": "auto"})
+    sweep._settings()
+    assert sweep.n_workers == cores()
+    for bad in (0, "many", 1.5):
+        with pytest.raises(SweepError, match=f"n_workers = {bad!r}: expected a whole number >= "
+                                             "1 .* or auto"):
+            OptunaSweep({**s, "n_workers": bad})._settings()
+
+
+def test_workers_share_the_study_each_loads_data_once_with_its_share_of_threads(tmp_path):
+    """Two workers, eight trials: every trial number once, trained once, by one of two processes
+    that each read MNIST once and run on cores // 2 threads."""
+    env = sub_env()
+    del env["OMP_NUM_THREADS"], env["MKL_NUM_THREADS"]  # the pool must set the threads itself
+    p = run_cmd(sweep_cmd(tmp_path, *OPTUNA, *SPACE, "hydra.sweeper.n_trials=8",
+                          "hydra.sweeper.n_workers=2"), env=env)
+    assert p.returncode == 0, p.output
+    trials = study(tmp_path).trials
+    real = [t for t in trials if not t.user_attrs.get("surplus")]
+    assert [t.number for t in real] == list(range(8))  # none lost
+    assert all(t.state == TrialState.COMPLETE for t in real)
+    assert not any(t.state == TrialState.RUNNING for t in trials)
+    recs = records(tmp_path)
+    assert sorted(recs) == list(range(8))  # each trained once, in its own folder
+    assert all(m["trial"] == n and m["status"] == "complete" for n, m in recs.items())
+    ran = [line.split("] trial ")[1].split()[0] for line in p.output.splitlines()
+           if "[worker " in line and " complete " in line]
+    assert sorted(map(int, ran)) == list(range(8))  # no trial launched twice
+
+    pids = {m["worker"]["pid"] for m in recs.values()}
+    assert len(pids) == 2 and os.getpid() not in pids
+    for pid in pids:
+        mine = [m["worker"]["data"] for _, m in sorted(recs.items()) if m["worker"]["pid"] == pid]
+        assert mine.count("loaded") == 1 and mine[0] == "loaded", mine  # then reused
+    assert {m["worker"]["threads"] for m in recs.values()} == {max(1, cores() // 2)}
+    assert p.output.count("MNIST loaded in") == 2
+    assert "study 't': 8 trials" in p.output  # one summary, from the process that started them
+
+
+@pytest.mark.slow
+def test_a_worker_takes_its_next_trial_while_another_still_trains(tmp_path):
+    """No batch barrier: trial 0 trains 40 epochs; the other worker meanwhile finishes short
+    trials one after another."""
+    s = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="t",
+                            direction="maximize")
+    s.enqueue_trial({"train.epochs": 40, "train.lr": 0.002})
+    for lr in (0.001, 0.003, 0.004, 0.005):
+        s.enqueue_trial({"train.epochs": 1, "train.lr": lr})
+    p = run_cmd(sweep_cmd(tmp_path, *OPTUNA, "train.epochs=choice(1,40)",
+                          "train.lr=interval(0.001,0.005)", "hydra.sweeper.n_trials=5",
+                          "hydra.sweeper.n_workers=2"))
+    assert p.returncode == 0, p.output
+    long, *short = study(tmp_path).trials
+    assert all(t.state == TrialState.COMPLETE for t in [long, *short])
+    during = [t for t in short if long.datetime_start < t.datetime_start and
+              t.datetime_complete < long.datetime_complete]
+    # At least one short trial started after another had ended, all while trial 0 trained.
+    assert any(b.datetime_start >= a.datetime_complete for a in during for b in during), \
+        [(t.number, t.datetime_start, t.datetime_complete) for t in [long, *short]]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
+def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path):
+    cmd = sweep_cmd(tmp_path, *OPTUNA, *SPACE, "data.limit=2048", "hydra.sweeper.n_trials=40",
+                    "hydra.sweeper.n_workers=2")
+    # Its own process group, as a terminal's foreground job: Ctrl-C is SIGINT to that group.
+    p = subprocess.Popen(cmd, cwd=REPO, env=sub_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and p.poll() is None and running(tmp_path) < 2:
+        time.sleep(0.5)  # until both workers are on a trial
+    assert p.poll() is None, p.communicate()[0]
+    workers = children(p.pid)
+    assert len(workers) == 2
+    os.killpg(p.pid, signal.SIGINT)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 1 and "sweep interrupted (SIGINT)" in out, out
+    trials = study(tmp_path).trials
+    assert len(trials) < 40 and not [t for t in trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert 1 <= len(stopped) <= 2 and all(
+        t.user_attrs["reason"].startswith("interrupted (KeyboardInterrupt") for t in stopped)
+    assert not any(alive(pid) for pid in workers)
+    assert "Traceback" not in out
+
+
+def test_a_failing_worker_stops_the_sweep(tmp_path):
+    p = run_cmd(sweep_cmd(tmp_path, *OPTUNA, "train.lr=choice(-1.0,-2.0)",  # every job fails
+                          "hydra.sweeper.n_trials=20", "hydra.sweeper.n_workers=2"))
+    assert p.returncode == 1, p.output
+    assert "stopped with exit code 1" in p.output and "the other workers were stopped" in p.output
+    trials = study(tmp_path).trials
+    assert len(trials) < 20 and all(t.state == TrialState.FAIL for t in trials)
+
+
+@pytest.mark.slow
+def test_trials_as_submitit_jobs_report_prune_and_finish(tmp_path):
+    """The README's Slurm recipe through submitit's local executor: each trial is a submitit
+    job in its own process, reporting to the study through the storage."""
+    s = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="t",
+                            direction="maximize")
+    for lr in (0.002, 1e-7, 0.003):  # 1e-7 learns nothing: pruned at its first check
+        s.enqueue_trial({"train.lr": lr})
+    p = run_cmd(sweep_cmd(tmp_path, *OPTUNA, "train.lr=tag(log,interval(1e-8,1e-2))",
+                          "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                          "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner.name=median",
+                          "hydra.sweeper.pruner.n_startup_trials=1"), timeout=600)
+    assert p.returncode == 0, p.output
+    done, pruned, last = study(tmp_path).trials
+    assert done.state == last.state == TrialState.COMPLETE and len(done.intermediate_values) == 2
+    assert pruned.state == TrialState.PRUNED and pruned.user_attrs["state"] == "pruned"
+    recs = records(tmp_path)
+    assert recs[1]["status"] == "pruned" and recs[2]["status"] == "complete"
+    assert len({m["worker"]["pid"] for m in recs.values()}) == 3  # one process per job
+    assert "study 't': 3 trials (n_trials 3): 2 complete, 1 pruned" in p.output
+
+
+def test_data_is_loaded_once_per_process_per_data_setting():
+    import tinycnn.data as data
+    from conftest import compose_cfg
+    # limit=333: no other test's setting, so whatever this process loaded before, this loads
+    first, took = data.worker_data(compose_cfg("data.limit=333").data)
+    loads = data.loads
+    again, reused = data.worker_data(compose_cfg("data.limit=333", "seed=5").data)  # not data
+    assert took is not None and reused is None and data.loads == loads
+    assert again.train_x is first.train_x  # the very same tensors, not a copy
+    other, reused = data.worker_data(compose_cfg("data.limit=333", "data.mean=0.5").data)
+    assert reused is None and other.mean == 0.5 and other.train_x is first.train_x
+    smaller, took = data.worker_data(compose_cfg("data.limit=256").data)  # other images
+    assert took is not None and data.loads == loads + 1 and len(smaller.train_x) == 256
