@@ -5,6 +5,7 @@ and every shape worked out before a single layer is built, so a bad config fails
 with one message naming the block, the field and the value.
 """
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -149,7 +150,7 @@ class Plan:
         return {name: n for name, _, n in self.rows()}
 
 
-def _layers(where, kind, block, c_in) -> list:
+def _layers(where, block) -> list:
     """The block's layer specs: its `layers`, or the stage shorthand expanded."""
     if "layers" in block:
         if "width" in block or "convs" in block:
@@ -173,11 +174,40 @@ def _layers(where, kind, block, c_in) -> list:
         [{"out": width, "kernel": kernel, "groups": groups}] * (convs - 1)
 
 
+def _conv_layers(where, block, specs, residual: bool, c_in: int) -> List[Layer]:
+    """One copy of a block's convs, checked, from c_in channels."""
+    layers, c = [], c_in
+    for i, layer in enumerate(specs):
+        lw = f"{where}.layers.{i}" if "layers" in block else where
+        if not isinstance(layer, Mapping):
+            _fail(lw, layer, "expected a mapping {out, kernel, groups}")
+        _known(lw, layer, LAYER_FIELDS)
+        # out null keeps the incoming width: a residual block's last layer returns to the
+        # block's input width, so the shortcut stays an identity.
+        last_residual = residual and i == len(specs) - 1
+        out = layer.get("out")
+        out = (c_in if last_residual else c) if out is None else _int(f"{lw}.out", out)
+        kernel = _int(f"{lw}.kernel", layer.get("kernel", 3))
+        if kernel % 2 == 0:
+            _fail(f"{lw}.kernel", kernel, "expected an odd kernel (1, 3, 5, 7, ...) so 'same' "
+                  "padding keeps the image size")
+        groups = _int(f"{lw}.groups", layer.get("groups", 1))
+        if c % groups or out % groups:
+            fits = f"divisors of {c}: {_divisors(c)}" + \
+                (f"; of {out}: {_divisors(out)}" if out != c else "")
+            _fail(f"{lw}.groups", groups, f"groups must divide both the input ({c}) and output "
+                  f"({out}) channels; {fits}")
+        layers.append(Layer(c, out, kernel, groups, not last_residual))
+        c = out
+    return layers
+
+
 def plan(model_cfg) -> Plan:
     """Check a model config and work out every layer's shape and parameter count, allocating
     nothing: the budget check, the parameter table and the builder all read this one pass."""
+    # a copy: the defaults filled in below must not change the caller's config
     cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) \
-        else dict(model_cfg)
+        else copy.deepcopy(dict(model_cfg))
     _known("model", cfg, MODEL_FIELDS)
     for field in ("blocks", "classifier"):
         if not isinstance(cfg.get(field), Mapping):
@@ -198,38 +228,18 @@ def plan(model_cfg) -> Plan:
             _fail(where, block, "expected a mapping with type and layers")
         kind = _choice(f"{where}.type", block.get("type"), tuple(BLOCK_FIELDS))
         _known(where, block, BLOCK_FIELDS[kind])
-        specs = _layers(where, kind, block, channels)
+        specs = _layers(where, block)
         pool = _int(f"{where}.pool", block.get("pool", 1))
         repeat = _int(f"{where}.repeat", block.get("repeat", 1), low=0)
         residual = kind == "residual"
         scale = _number(f"{where}.scale", block.get("scale", 1.0)) if residual else 0.0
         projection = residual and _bool(f"{where}.projection", block.get("projection", False))
         out_act = residual and _bool(f"{where}.out_act", block.get("out_act", True))
-        copy = 0
-        while copy < repeat:
-            c_in, c, layers = channels, channels, []
-            for i, layer in enumerate(specs):
-                lw = f"{where}.layers.{i}" if "layers" in block else where
-                if not isinstance(layer, Mapping):
-                    _fail(lw, layer, "expected a mapping {out, kernel, groups}")
-                _known(lw, layer, LAYER_FIELDS)
-                # out null keeps the incoming width: a residual block's last layer returns to
-                # the block's input width, so the shortcut stays an identity.
-                last_residual = residual and i == len(specs) - 1
-                out = layer.get("out")
-                out = (c_in if last_residual else c) if out is None else _int(f"{lw}.out", out)
-                kernel = _int(f"{lw}.kernel", layer.get("kernel", 3))
-                if kernel % 2 == 0:
-                    _fail(f"{lw}.kernel", kernel, "expected an odd kernel (1, 3, 5, 7, ...) so "
-                          "'same' padding keeps the image size")
-                groups = _int(f"{lw}.groups", layer.get("groups", 1))
-                if c % groups or out % groups:
-                    fits = f"divisors of {c}: {_divisors(c)}" + \
-                        (f"; of {out}: {_divisors(out)}" if out != c else "")
-                    _fail(f"{lw}.groups", groups, f"groups must divide both the input ({c}) and "
-                          f"output ({out}) channels; {fits}")
-                layers.append(Layer(c, out, kernel, groups, not last_residual))
-                c = out
+        done = 0  # copies planned so far
+        while done < repeat:
+            c_in = channels
+            layers = _conv_layers(where, block, specs, residual, c_in)
+            c = layers[-1].c_out
             if residual and scale and c != c_in and not projection:
                 _fail(f"{where}.layers.{len(specs) - 1}.out" if "layers" in block
                       else f"{where}.width", c,
@@ -240,16 +250,16 @@ def plan(model_cfg) -> Plan:
                 _fail(f"{where}.pool", pool, f"the image is only {size}x{size} at this point")
             size //= pool
             shortcut = residual and scale != 0 and c != c_in
-            b = BlockPlan(name, copy, kind, layers, c_in, c, size, pool, scale, shortcut, out_act)
+            b = BlockPlan(name, done, kind, layers, c_in, c, size, pool, scale, shortcut, out_act)
             b.params = sum(layer.params(norm) for layer in layers) + (
                 c_in * c + c + (2 * c if norm == "batch" else 0) if shortcut else 0)
             channels = c
             # From here on every copy is this same block (same widths, no pooling): count the
             # rest at once, so repeat: 100000 is judged in microseconds.
-            k = repeat - copy if c == c_in and pool == 1 else 1
+            k = repeat - done if c == c_in and pool == 1 else 1
             blocks.append(b)
             copies.append(k)
-            copy += k
+            done += k
 
     head = cfg["classifier"]
     _known("model.classifier", head, CLASSIFIER_FIELDS)
