@@ -34,7 +34,8 @@ from tinycnn.study import Heartbeat, StorageError, fail_stale_trials, job_storag
 
 from ._overrides import apply_overrides
 from ._search_space import SpaceError, format_value, parse_space, quote
-from ._workers import handle_stop_signals, n_workers, run_pool, stop_requested, worker_tag
+from ._workers import (deferred_signals, handle_stop_signals, n_workers, run_pool,
+                       stop_requested, worker_tag)
 
 log = logging.getLogger(__name__)
 
@@ -381,10 +382,11 @@ class OptunaSweep:
             retried = _retried(trials)  # trials a retry replaces do not count toward n_trials
             if sum(t.state != TrialState.WAITING for t in trials) - len(retried) >= self.n_trials:
                 break
-            trial = study.ask(dists)
-            self.asked.append(trial)
-            if self.heartbeat:
-                self.heartbeat.add(trial.number)
+            with deferred_signals():  # a Ctrl-C now must find the new trial in self.asked
+                trial = study.ask(dists)
+                self.asked.append(trial)
+                if self.heartbeat:
+                    self.heartbeat.add(trial.number)
             # A new trial's number counts the trials before it (Optuna numbers them atomically
             # and hands out enqueued ones first). Enqueued ones were asked for: always run.
             enqueued = trial.number < len(trials)

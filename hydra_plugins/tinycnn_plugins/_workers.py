@@ -9,12 +9,14 @@ workers. This process only starts the workers, gives each its share of the cores
 all at Ctrl-C or when one fails.
 """
 
+import contextlib
 import datetime
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import List
 
@@ -45,6 +47,22 @@ def _on_signal(signum, frame):
         return
     _stopping = True
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def deferred_signals():
+    """Hold SIGINT and SIGTERM back while a trial is created and noted as this worker's: a stop
+    arriving in between would leave a RUNNING trial that no one closes. A held signal is
+    delivered when the block ends."""
+    if not hasattr(signal, "pthread_sigmask") or \
+            threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def handle_stop_signals() -> dict:
