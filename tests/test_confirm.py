@@ -21,7 +21,8 @@ def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("confirm")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(REPO / "run.py"), "-m", "sweeps=stack5k", *SMALL,
-                           "threads=1", "hydra.sweeper.n_trials=8",
+                           "threads=1", "hydra.sweeper.n_trials=8", "hydra.sweeper.n_workers=1",
+                           "hydra.sweeper.pruner.name=none",  # every trial that fits trains on
                            f"hydra.sweeper.storage=sqlite:///{root / 'optuna.db'}",
                            f"hydra.sweep.dir={root / 'sweep'}"],
                           cwd=root, env=env, capture_output=True, text=True, timeout=600)

@@ -34,8 +34,10 @@ def pg():
 def sweep(pg, tmp_path, out, *args, url=None):
     """The README's command, python run.py -m SWEEP hydra.sweeper.storage=postgresql://..., on a
     one-dimensional space (train.lr) so that the test decides which trials run."""
+    # One worker per command: the test starts its two workers itself, and the first sweep's
+    # trials must run one after the other for the pruner to have a finished trial to compare.
     return [sys.executable, str(REPO / "run.py"), "-m", "hydra/sweeper=tinycnn_optuna",
-            "hydra.sweeper.pruner.name=median",
+            "hydra.sweeper.n_workers=1", "hydra.sweeper.pruner.name=median",
             f"hydra.sweeper.storage={url or pg.url()}", *SMALL, "threads=1",
             f"hydra.sweep.dir={tmp_path}/{out}", "hydra.sweeper.study_name=pg", *args]
 

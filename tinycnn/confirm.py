@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from tinycnn.compare import Row, group
 from tinycnn.errors import TinycnnError
-from tinycnn.record import write_json_atomic
+from tinycnn.record import record_config, write_json_atomic
 from tinycnn.results import DamagedRun, Run, Sources, display_path, read_run
 
 RESULTS = "confirmed.json"
@@ -85,8 +85,7 @@ def plan_jobs(rows: list[Row], seeds: int, out: Path, data_root=None,
                 new_seeds.append(s)
             s += 1
         for seed in new_seeds:
-            cfg = {k: v for k, v in base.config.items() if k not in ("optuna", "hydra")}
-            cfg = json.loads(json.dumps(cfg))
+            cfg = record_config(base.config)  # a fresh copy, without the sweeper's nodes
             cfg["seed"] = seed
             if threads is not None:
                 cfg["threads"] = threads
