@@ -352,18 +352,25 @@ def format_rows(rows: list[Row], fmt: str, settings: list[str]) -> str:
     if fmt == "json":
         return json.dumps(recs, indent=2, default=str)
     if fmt == "csv":
-        buf = io.StringIO()
-        columns = [k for k in recs[0] if k != "settings"] if recs else list(FIELDS)
-        columns = [c for c in columns if c != "dir"] + settings + ["dir"]
-        writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for rec in recs:
-            flat = {**rec, **rec["settings"]}
-            for k in ("trials", "seeds", "dirs"):
-                flat[k] = " ".join(str(x) for x in rec[k])
-            writer.writerow(flat)
-        return buf.getvalue().rstrip("\n")
+        return csv_text(recs, settings, lists=("trials", "seeds", "dirs"), empty=FIELDS,
+                        last=("dir",))
     raise TinycnnError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+
+
+def csv_text(recs: list[dict], settings: list[str], lists=(), empty=(), last=()) -> str:
+    """Records as CSV: their fields (`empty` when there are none), the settings as columns of
+    their own, `last` at the end; list fields joined by spaces."""
+    fields = [k for k in (recs[0] if recs else empty) if k != "settings" and k not in last]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fields + settings + list(last), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for rec in recs:
+        flat = {**rec, **rec["settings"]}
+        for k in lists:
+            flat[k] = " ".join(str(x) for x in rec[k])
+        writer.writerow(flat)
+    return buf.getvalue().rstrip("\n")
 
 
 def summary(runs: list[Run]) -> str:

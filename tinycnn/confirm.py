@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from tinycnn.compare import Row, group
+from tinycnn.compare import Row, csv_text, group
 from tinycnn.errors import TinycnnError
 from tinycnn.record import record_config, write_json_atomic
 from tinycnn.results import DamagedRun, Run, Sources, display_path, read_run
@@ -37,17 +37,20 @@ def confirm_dir(sources: list[str], outputs: Path = Path("outputs")) -> Path:
 @dataclass
 class Job:
     rank: int          # the config's place in the search's ranking (1 = best single run)
-    key: str
     seed: int
     config: dict
     out_dir: Path
 
 
+def _by_validation(row: Row) -> tuple:
+    """Highest (mean) validation accuracy first, then fewer parameters; never test accuracy."""
+    return -row.val_acc, row.params if row.params is not None else 0
+
+
 def finalists(found: Sources, top: int) -> list[Row]:
     """The top `top` distinct complete configs by (mean) validation accuracy."""
     rows = [r for r in group(found.runs) if r.state == "complete" and r.val_acc is not None]
-    rows.sort(key=lambda r: (-r.val_acc, r.params if r.params is not None else 0))
-    return rows[:top]
+    return sorted(rows, key=_by_validation)[:top]
 
 
 def _seed_runs(folder: Path) -> list[Run]:
@@ -74,8 +77,7 @@ def plan_jobs(rows: list[Row], seeds: int, out: Path, data_root=None,
         if base is None:
             raise TinycnnError(f"trial {row.trial}: its run folder ({display_path(row.dir)}) with "
                                "config.yaml is not here, so it cannot be trained again.")
-        key = row.runs[0].config_key or f"trial_{row.trial}"
-        folder = out / key
+        folder = out / (row.runs[0].config_key or f"trial_{row.trial}")
         folders.append(folder)
         have = {r.seed for r in row.runs + _seed_runs(folder)}
         need = max(seeds - len(have), 0)
@@ -91,7 +93,7 @@ def plan_jobs(rows: list[Row], seeds: int, out: Path, data_root=None,
                 cfg["threads"] = threads
             root = (cfg.get("data") or {}).get("root")
             cfg.setdefault("data", {})["root"] = str(data_root or root_here(root) or root)
-            jobs.append(Job(rank, key, seed, cfg, folder / f"seed_{seed}"))
+            jobs.append(Job(rank, seed, cfg, folder / f"seed_{seed}"))
     return jobs, folders
 
 
@@ -143,8 +145,7 @@ def ranking(rows: list[Row], folders: list[Path]) -> list[Row]:
                 seen.add(r.dir)
                 runs.append(r)
         out.append(Row(runs))
-    out.sort(key=lambda r: (-r.val_acc, r.params if r.params is not None else 0))
-    return out
+    return sorted(out, key=_by_validation)
 
 
 def records(rows: list[Row], settings: list[str]) -> list[dict]:
@@ -173,18 +174,7 @@ def format_table(rows: list[Row], settings: list[str], markdown: bool = False) -
 def format_records(recs: list[dict], fmt: str, settings: list[str]) -> str:
     if fmt == "json":
         return json.dumps(recs, indent=2, default=str)
-    import csv
-    import io
-    buf = io.StringIO()
-    columns = [k for k in (recs[0] if recs else {"rank": 0}) if k != "settings"] + settings
-    writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for rec in recs:
-        flat = {**rec, **rec["settings"]}
-        for k in ("seed_list", "dirs"):
-            flat[k] = " ".join(str(x) for x in rec[k])
-        writer.writerow(flat)
-    return buf.getvalue().rstrip("\n")
+    return csv_text(recs, settings, lists=("seed_list", "dirs"), empty=("rank",))
 
 
 def save(out: Path, recs: list[dict], sources: list[str], seeds: int) -> Path:

@@ -26,7 +26,7 @@ def plot_rows(rows: list[Row], path, budgets=(DEFAULT_MAX_PARAMS,), title: str =
 
     plain = [r for r in done if not r.pareto and not r.baseline]
     front = sorted((r for r in done if r.pareto), key=lambda r: r.params)
-    paper = [r for r in done if r.baseline]
+    baselines = [r for r in done if r.baseline]  # the paper's network, or a search's trial 0
 
     def draw(group, **style):
         if not group:
@@ -48,12 +48,13 @@ def plot_rows(rows: list[Row], path, budgets=(DEFAULT_MAX_PARAMS,), title: str =
         # The front as steps: every point to the right and below it is beaten by one on it.
         ax.step([r.params for r in front], [100 * r.val_acc for r in front], where="post",
                 color="tab:blue", linewidth=1.2, alpha=0.7)
-    draw([r for r in paper if r.paper], marker="*", color="tab:red", markersize=15,
+    draw([r for r in baselines if r.paper], marker="*", color="tab:red", markersize=15,
          markeredgecolor="black", label="paper preset")
-    draw([r for r in paper if not r.paper], marker="D", color="tab:orange", markersize=8,
+    draw([r for r in baselines if not r.paper], marker="D", color="tab:orange", markersize=8,
          markeredgecolor="black", label="search baseline (trial 0)")
-    for r in paper:
-        ax.annotate(f"{'paper' if r.paper else 'baseline'} {r.params:,}", (r.params, 100 * r.val_acc), textcoords="offset points",
+    for r in baselines:
+        ax.annotate(f"{'paper' if r.paper else 'baseline'} {r.params:,}",
+                    (r.params, 100 * r.val_acc), textcoords="offset points",
                     xytext=(0, 10), ha="center", va="bottom", fontsize=8, color="tab:red")
     if budgets:
         right = max(list(budgets) + [r.params for r in scored])
