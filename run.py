@@ -9,12 +9,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from tinycnn.errors import TinycnnError
-from tinycnn.runner import run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Returns the validation accuracy, the number any Hydra sweeper optimises."""
+    from tinycnn.runner import run  # here: `--cfg job`, `--help` and a sweep's pool need no torch
+
     hc = HydraConfig.get()
     try:
         # The sweeper's ++optuna.* bookkeeping is in the record's "trial", not a user's override.

@@ -151,19 +151,21 @@ def test_killed_worker_trial_is_failed_and_retried_by_the_next_worker(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_is_one_line_and_the_baseline_is_enqueued_again(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; kill, a scheduler
+def test_a_stop_is_one_line_and_the_baseline_is_enqueued_again(tmp_path, sig):
     cmd = sweep_cmd(tmp_path, *OPTUNA, "train.lr=interval(1e-3,1e-2)", "hydra.sweeper.n_trials=2",
                     "data.limit=20000", "threads=1")
     worker = subprocess.Popen(cmd, cwd=REPO, env=sub_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: _running(tmp_path))
     time.sleep(1)
-    worker.send_signal(signal.SIGINT)
+    worker.send_signal(sig)
     out, err = worker.communicate(timeout=60)
     assert worker.returncode == 130 and "Traceback" not in out + err
     assert err.strip().splitlines()[-1].startswith(
         "tinycnn: interrupted; trial(s) 0 recorded failed ('interrupted')")
     trials = load(tmp_path, "t").trials
     assert trials[0].state == TrialState.FAIL and trials[1].state == TrialState.WAITING
+    assert trials[0].user_attrs["reason"] == f"interrupted (KeyboardInterrupt: {sig.name})"
     assert trials[1].user_attrs["baseline"] is True
     assert trials[1].system_attrs["fixed_params"] == trials[0].params  # what enqueue stores

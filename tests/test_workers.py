@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def test_workers_share_the_study_each_loads_data_once_with_its_share_of_threads(
     that each read MNIST once and run on cores // 2 threads."""
     env = sub_env()
     del env["OMP_NUM_THREADS"], env["MKL_NUM_THREADS"]  # the pool must set the threads itself
-    p = run_cmd(sweep_cmd(tmp_path, *OPTUNA, *SPACE, "hydra.sweeper.n_trials=8",
+    # 2,048 images: trials long enough (~1 s) that a worker starting a few seconds after the
+    # other (a loaded machine) still gets some of the eight.
+    p = run_cmd(sweep_cmd(tmp_path, *OPTUNA, *SPACE, "data.limit=2048", "hydra.sweeper.n_trials=8",
                           "hydra.sweeper.n_workers=2"), env=env)
     assert p.returncode == 0, p.output
     trials = study(tmp_path).trials
@@ -150,6 +153,24 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path):
         t.user_attrs["reason"].startswith("interrupted (KeyboardInterrupt") for t in stopped)
     assert not any(alive(pid) for pid in workers)
     assert "Traceback" not in out
+
+
+def test_a_stop_while_a_trial_is_asked_is_raised_after_it_is_noted():
+    """The signal arrives while the worker is inside deferred_signals (creating a trial) and
+    another thread is alive (the heartbeat's): the stop waits for the block's end."""
+    from hydra_plugins.tinycnn_plugins._workers import deferred_signals, stop_requested, \
+        stop_signals
+    noted = []
+    with stop_signals():
+        other = threading.Thread(target=time.sleep, args=(2,), daemon=True)
+        other.start()
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            with deferred_signals():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.5)  # Python runs the handler in this thread, in the block
+                noted.append("trial")
+        assert noted == ["trial"] and stop_requested()
+    assert not stop_requested()  # the next sweep in this process starts afresh
 
 
 def test_a_failing_worker_stops_the_sweep(tmp_path):

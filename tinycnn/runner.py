@@ -68,44 +68,76 @@ def run(cfg, out_dir, overrides=()) -> dict:
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    model, device, reporter, study_s = _set_up(cfg)
+    log.info("%s", format_param_table(model))
+    write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(record_config(cfg)))
+    record = _new_record(cfg, model, device, overrides)
+    # Where a trial's time goes besides training (python -m tinycnn.bench_sweep prints it).
+    record["timing"] = {"setup": time.perf_counter() - t0 - study_s, "report": study_s}
+    data = _data(cfg, device, record)
+    model.to(device)
+    try:
+        result = train(model, data, cfg.train, cfg.seed,
+                       on_eval=_validation(cfg, data, record, reporter))
+    except BaseException as exc:
+        pruned = type(exc).__name__ == "TrialPruned"
+        h = record["history"]
+        record.update(status="pruned" if pruned else "failed", test_acc=None,
+                      val_acc=h[-1]["val_acc"] if h else None)
+        if not pruned:
+            record["error"] = f"{type(exc).__name__}: {exc}"
+        write_json_atomic(out_dir / "metrics.json", record)
+        raise
+    return _finish(cfg, out_dir, data, result, record)
+
+
+def _set_up(cfg):
+    """Check the config and build the model (seeded), the device and the trial's reporter:
+    nothing here touches the data. Returns them and the seconds spent opening the trial."""
     complete(cfg)  # a config recorded before a key existed gets that key's default
     check_run_cfg(cfg)
-    seed = cfg.seed
-    torch.manual_seed(seed)  # weight init
+    torch.manual_seed(cfg.seed)  # weight init
     model = build_model(cfg.model)
     check_train_cfg(cfg.train)
     check_data_cfg(cfg.data)
     device = pick_device(str(cfg.device))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    t = time.perf_counter()
-    reporter = _trial_reporter(cfg)
-    study_s = time.perf_counter() - t  # opening the Optuna trial, when there is one
-    log.info("%s", format_param_table(model))
-
-    write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(record_config(cfg)))
-    record = {"status": "running", "params": model.num_params,
-              "params_by_block": model.param_table(), "seed": seed, "epochs": cfg.train.epochs,
-              "device": str(device), "config_key": config_key(cfg), "overrides": list(overrides),
-              "history": [], "versions": versions()}
-    if cfg.get("optuna") and cfg.optuna.get("trial") is not None:
-        record["trial"] = int(cfg.optuna.trial)
-
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)
-    # Where a trial's time goes besides training (python -m tinycnn.bench_sweep prints it).
-    timing = record["timing"] = {"setup": time.perf_counter() - t0 - study_s,
-                                 "report": study_s}
-    data, loaded_in = worker_data(cfg.data, device)  # a sweep worker loads MNIST once
-    timing["data"] = loaded_in or 0.0
+    t = time.perf_counter()
+    reporter = _trial_reporter(cfg)  # opening the Optuna trial, when there is one
+    return model, device, reporter, time.perf_counter() - t
+
+
+def _new_record(cfg, model, device, overrides) -> dict:
+    """metrics.json as it starts: what was run, where, with which versions."""
+    record = {"status": "running", "params": model.num_params,
+              "params_by_block": model.param_table(), "seed": cfg.seed,
+              "epochs": cfg.train.epochs, "device": str(device), "config_key": config_key(cfg),
+              "overrides": list(overrides), "history": [], "versions": versions()}
+    if cfg.get("optuna") and cfg.optuna.get("trial") is not None:
+        record["trial"] = int(cfg.optuna.trial)
+    return record
+
+
+def _data(cfg, device, record):
+    """MNIST as this process holds it: a sweep worker loads it once for all its trials."""
+    data, loaded_in = worker_data(cfg.data, device)
+    record["timing"]["data"] = loaded_in or 0.0
     record["worker"] = {"pid": os.getpid(), "threads": torch.get_num_threads(),
                         "data": "reused" if loaded_in is None else "loaded"}
     log.info("data: %s", "the images this process loaded for an earlier run" if loaded_in is None
              else f"MNIST loaded in {loaded_in:.2f} s")
-    model.to(device)
+    return data
 
+
+def _validation(cfg, data, record, reporter):
+    """The training loop's on_eval: a validation check, added to the history and reported to
+    the Optuna trial (which may raise TrialPruned)."""
     total_steps = math.ceil(len(data.train_x) / cfg.train.batch_size) * cfg.train.epochs
+    timing = record["timing"]
 
     def on_eval(step, epoch, net):
         val_acc = evaluate(net, data, data.val_x, data.val_y, cfg.train.eval_batch_size)
@@ -118,18 +150,14 @@ def run(cfg, out_dir, overrides=()) -> dict:
                 reporter(len(record["history"]), val_acc, final=step == total_steps)
             finally:
                 timing["report"] += time.perf_counter() - t
+    return on_eval
 
-    try:
-        result = train(model, data, cfg.train, seed, on_eval=on_eval)
-    except BaseException as exc:
-        pruned = type(exc).__name__ == "TrialPruned"
-        record.update(status="pruned" if pruned else "failed", test_acc=None,
-                      val_acc=record["history"][-1]["val_acc"] if record["history"] else None)
-        if not pruned:
-            record["error"] = f"{type(exc).__name__}: {exc}"
-        write_json_atomic(out_dir / "metrics.json", record)
-        raise
+
+def _finish(cfg, out_dir: Path, data, result: dict, record: dict) -> dict:
+    """Evaluate the trained model (the last validation check is reused), save the checkpoint,
+    then metrics.json: its presence means the run is complete."""
     model = result.pop("model")  # the EMA of the weights when train.ema is set
+    timing = record["timing"]
     t = time.perf_counter()
     h = record["history"]
     last_eval_at_end = h and h[-1]["step"] == result["steps"]
@@ -143,8 +171,8 @@ def run(cfg, out_dir, overrides=()) -> dict:
                   test_acc=test_acc, train_loss=result["train_loss"], seconds=result["seconds"])
     save_checkpoint(out_dir / "model.pt", model, cfg.model, cfg.data, record)
     timing["save"] = time.perf_counter() - t  # the checkpoint; metrics.json is written next
-    write_json_atomic(out_dir / "metrics.json", record)  # last: its presence means complete
+    write_json_atomic(out_dir / "metrics.json", record)
     fmt = lambda a: "n/a" if a is None else f"{100 * a:.2f}%"  # noqa: E731
     log.info(f"train {fmt(record['train_acc'])}  val {fmt(val_acc)}  test {fmt(test_acc)}  "
-        f"({record['seconds']:.1f} s training, {model.num_params:,} params)  -> {out_dir}")
+             f"({record['seconds']:.1f} s training, {model.num_params:,} params)  -> {out_dir}")
     return record

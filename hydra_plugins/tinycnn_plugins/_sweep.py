@@ -34,8 +34,8 @@ from tinycnn.study import Heartbeat, StorageError, fail_stale_trials, job_storag
 
 from ._overrides import apply_overrides
 from ._search_space import SpaceError, format_value, parse_space, quote
-from ._workers import (deferred_signals, handle_stop_signals, n_workers, run_pool,
-                       stop_requested, worker_tag)
+from ._workers import (deferred_signals, n_workers, run_pool, stop_requested, stop_signals,
+                       worker_tag)
 
 log = logging.getLogger(__name__)
 
@@ -287,11 +287,12 @@ class OptunaSweep:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         have = _taken(study)
-        log.info("study %r (%s) in %s: %d of %d trials there; %d dimensions, budget %s params, "
-                 "sampler %s, pruner %s; trial folders in %s", self.study_name,
-                 ", ".join(self.objectives), self.shown_url, have, self.n_trials,
-                 len(self.dims), f"{self.max_params:,}", self.sampler_spec.get("name", "tpe"),
-                 self.pruner_spec.get("name", "none"), self.sweep_dir)
+        if not worker_tag():  # a pool's workers would repeat the line its parent logged
+            log.info("study %r (%s) in %s: %d of %d trials there; %d dimensions, budget %s "
+                     "params, sampler %s, pruner %s; trial folders in %s", self.study_name,
+                     ", ".join(self.objectives), self.shown_url, have, self.n_trials,
+                     len(self.dims), f"{self.max_params:,}", self.sampler_spec.get("name", "tpe"),
+                     self.pruner_spec.get("name", "none"), self.sweep_dir)
         try:
             return self._run(study, have)
         finally:
@@ -305,16 +306,16 @@ class OptunaSweep:
         elif self.n_workers > 1:
             return run_pool(self, study)
         self.asked: List[optuna.Trial] = []
-        if worker_tag():
-            handle_stop_signals()  # the pool stops its workers with SIGINT
-        try:
-            results = self._loop(study)
-        except BaseException as exc:  # Ctrl-C between trials: close what this worker asked
-            self._close_asked(study, exc)
-            if worker_tag() and isinstance(exc, KeyboardInterrupt):  # told to stop: one line
-                raise SweepError(f"{worker_tag()}stopped ({exc}); its running trial is marked "
-                                 "failed") from None
-            raise
+        # Ctrl-C, SIGTERM (a scheduler, `kill`) or the pool's SIGINT to its worker.
+        with stop_signals():
+            try:
+                results = self._loop(study)
+            except BaseException as exc:  # a stop between trials: close what this one asked
+                self._close_asked(study, exc)
+                if worker_tag() and isinstance(exc, KeyboardInterrupt):  # told to stop: one line
+                    raise SweepError(f"{worker_tag()}stopped ({exc}); its running trial is "
+                                     "marked failed") from None
+                raise
         if not worker_tag():  # in a pool the process that started the workers sums up
             self._summary(study)
         return results

@@ -35,6 +35,8 @@ class WorkerFailed(Exception):
 # before it asks for another trial; and a second signal is ignored, so it cannot cut short the
 # clean-up the first one started (telling the study the running trial failed).
 _stopping = False
+_held = 0                    # depth of deferred_signals blocks
+_pending: str | None = None  # the signal that arrived inside one, raised at its end
 
 
 def stop_requested() -> bool:
@@ -42,27 +44,32 @@ def stop_requested() -> bool:
 
 
 def _on_signal(signum, frame):
-    global _stopping
+    global _stopping, _pending
     if _stopping:
         return
     _stopping = True
+    if _held:
+        _pending = signal.Signals(signum).name
+        return
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 @contextlib.contextmanager
 def deferred_signals():
-    """Hold SIGINT and SIGTERM back while a trial is created and noted as this worker's: a stop
-    arriving in between would leave a RUNNING trial that no one closes. A held signal is
-    delivered when the block ends."""
-    if not hasattr(signal, "pthread_sigmask") or \
-            threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    """Hold a stop back while a trial is created and noted as this worker's: a stop arriving in
+    between would leave a RUNNING trial that no one closes. A held stop is raised when the block
+    ends. (Held here, where Python runs the handler, not with a signal mask: with the mask the
+    kernel hands the signal to another thread, the heartbeat's, and Python still runs the
+    handler in this one, inside the block.)"""
+    global _held, _pending
+    _held += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        _held -= 1
+    if not _held and _pending:
+        name, _pending = _pending, None
+        raise KeyboardInterrupt(name)
 
 
 def handle_stop_signals() -> dict:
@@ -74,6 +81,26 @@ def handle_stop_signals() -> dict:
             default_hook(u)
     sys.unraisablehook = quiet_swallowed_stop
     return {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """For the block, SIGINT and SIGTERM stop this process as above (a sweep that trains its own
+    trials: its running trial is marked failed, not left RUNNING, whichever signal ends it); the
+    previous handlers and a clear flag are restored after. Outside the main thread: nothing."""
+    global _stopping, _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    hook = sys.unraisablehook
+    previous = handle_stop_signals()
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        sys.unraisablehook = hook
+        _stopping, _pending = False, None
 
 
 def cores() -> int:
@@ -165,20 +192,17 @@ def run_workers(n: int, sweep_dir: str, threads_set: bool) -> None:
              "threads as set" if threads_set else f"{threads} thread(s)", cores())
     procs = []
     # SIGTERM (and SIGINT, even where a shell ignores it for background jobs) stop the workers.
-    previous = handle_stop_signals()
-    try:
-        for k in range(n):
-            # Own session: a Ctrl-C at the terminal reaches this process only, which passes
-            # exactly one SIGINT on (a second one could cut a worker's clean-up short).
-            procs.append(subprocess.Popen(cmd, env={**env, WORKER_ENV: f"{k + 1}/{n}"},
-                                          start_new_session=True, preexec_fn=_in_worker))
-        _wait(procs)
-    except BaseException:
-        _stop(procs)
-        raise
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    with stop_signals():
+        try:
+            for k in range(n):
+                # Own session: a Ctrl-C at the terminal reaches this process only, which passes
+                # exactly one SIGINT on (a second one could cut a worker's clean-up short).
+                procs.append(subprocess.Popen(cmd, env={**env, WORKER_ENV: f"{k + 1}/{n}"},
+                                              start_new_session=True, preexec_fn=_in_worker))
+            _wait(procs)
+        except BaseException:
+            _stop(procs)
+            raise
 
 
 def _wait(procs: List[subprocess.Popen]) -> None:
