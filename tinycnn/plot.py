@@ -52,6 +52,8 @@ def plot_rows(rows: list[Row], path, budgets=(DEFAULT_MAX_PARAMS,), title: str =
          markeredgecolor="black", label="paper preset")
     draw([r for r in baselines if not r.paper], marker="D", color="tab:orange", markersize=8,
          markeredgecolor="black", label="search baseline (trial 0)")
+    if baselines:
+        ax.margins(y=0.12)  # room above the highest point for its label, clear of the title
     for r in baselines:
         ax.annotate(f"{'paper' if r.paper else 'baseline'} {r.params:,}",
                     (r.params, 100 * r.val_acc), textcoords="offset points",
