@@ -151,7 +151,8 @@ def test_killed_worker_trial_is_failed_and_retried_by_the_next_worker(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; kill, a scheduler
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM],  # Ctrl-C; kill, a scheduler
+                         ids=["SIGINT", "SIGTERM"])
 def test_a_stop_is_one_line_and_the_baseline_is_enqueued_again(tmp_path, sig):
     cmd = sweep_cmd(tmp_path, *OPTUNA, "train.lr=interval(1e-3,1e-2)", "hydra.sweeper.n_trials=2",
                     "data.limit=20000", "threads=1")
