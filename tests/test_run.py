@@ -172,3 +172,20 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     assert "epoch 1/1" in screen and "batch" in screen and "loss=" in screen and "acc=" in screen
     piped = run_py(*args[2:], f"hydra.run.dir={tmp_path}/pipe")
     assert piped.returncode == 0 and "loss=" not in piped.stdout + piped.stderr
+
+
+def test_epoch_benchmark_repeats_and_reports_medians():
+    """python -m tinycnn.bench on 512 images, twice: each pair printed, then the medians."""
+    import sys
+    from conftest import run_cmd
+    p = run_cmd([sys.executable, "-m", "tinycnn.bench", "--limit", "512", "--repeat", "2",
+                 "--skip-memory"])
+    assert p.returncode == 0, p.output
+    pairs = [line for line in p.output.splitlines() if line.strip().startswith(("1/2:", "2/2:"))]
+    assert len(pairs) == 2 and "median of 2" in p.output
+    paper = float(p.output.split("paper's pipeline   :")[1].split("s")[0])
+    ours = float(p.output.split("tinycnn's pipeline :")[1].split("s")[0])
+    ratio = float(p.output.split("ratio tinycnn/paper:")[1].split()[0])
+    assert abs(ratio - ours / paper) < 0.06  # the ratio of the medians (times to 0.01 s)
+    p = run_cmd([sys.executable, "-m", "tinycnn.bench", "--repeat", "0"])
+    assert p.returncode == 2 and "--repeat 0: expected a whole number >= 1" in p.output

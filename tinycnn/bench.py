@@ -2,11 +2,15 @@
 (torchvision dataset, ToTensor+Normalize per image, a shuffled DataLoader of batch 64), same model
 and recipe, timed in one invocation; then the peak memory of `python run.py model=paper`.
 
-    python -m tinycnn.bench [--skip-memory] [--limit N] [--device cuda]
+    python -m tinycnn.bench [--repeat N] [--skip-memory] [--limit N] [--device cuda]
+
+A VM's timings wander (+-15% between invocations minutes apart on the project's machine):
+--repeat N runs the two pipelines N times, alternating, and reports the medians.
 """
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -80,14 +84,18 @@ def peak_rss_mb(argv, env) -> float:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m tinycnn.bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--limit", type=int, default=None,
                     help="train on the first N images only (quick check; default: all 60,000)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="time both pipelines N times, alternating; report the medians")
     ap.add_argument("--skip-memory", action="store_true", help="only time the two pipelines")
     ap.add_argument("--device", default="cpu",
                     help="cpu (default) or cuda[:N]: where both pipelines train")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=paper train.lr=0.001")
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error(f"--repeat {args.repeat}: expected a whole number >= 1")
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         # Same images for both: all 60,000 training images (val_size=0), as the paper trains.
         over = ["data.val_size=0", "train.evals_per_epoch=0", *args.overrides]
@@ -98,10 +106,20 @@ def main(argv=None):
            if torch.device(args.device).type == "cuda" else "")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
           f"device {args.device}{gpu}; load average {os.getloadavg()[0]:.1f}")
-    t_paper, acc_paper = paper_way(cfg, args.limit, args.device)
-    print(f"paper's pipeline   : {t_paper:6.1f} s  (train acc {acc_paper:.4f})")
-    t_ours, acc_ours = tinycnn_way(cfg, args.device)
-    print(f"tinycnn's pipeline : {t_ours:6.1f} s  (train acc {acc_ours:.4f}, loading included)")
+    papers, ours = [], []
+    for k in range(args.repeat):
+        t_paper, acc_paper = paper_way(cfg, args.limit, args.device)
+        t_ours, acc_ours = tinycnn_way(cfg, args.device)
+        papers.append(t_paper)
+        ours.append(t_ours)
+        if args.repeat > 1:
+            print(f"  {k + 1}/{args.repeat}: paper's {t_paper:.2f} s, tinycnn's {t_ours:.2f} s, "
+                  f"ratio {t_ours / t_paper:.2f}", flush=True)
+    t_paper, t_ours = statistics.median(papers), statistics.median(ours)
+    of = f"median of {args.repeat}, " if args.repeat > 1 else ""
+    print(f"paper's pipeline   : {t_paper:6.2f} s  ({of}train acc {acc_paper:.4f})")
+    print(f"tinycnn's pipeline : {t_ours:6.2f} s  ({of}train acc {acc_ours:.4f}, loading "
+          "included)")
     print(f"ratio tinycnn/paper: {t_ours / t_paper:.2f}  (target <= 0.75; goal <= 0.5)")
     if args.skip_memory:
         return
