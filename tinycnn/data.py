@@ -122,12 +122,13 @@ def _download(root: Path) -> None:
 
 def _read_idx(raw: Path, name: str) -> torch.Tensor:
     """One idx file (checked by check_mnist_files) as uint8: images (N, 28, 28), labels (N,).
-    The same tensors as torchvision's MNIST reader."""
+    The same tensors as torchvision's MNIST reader, in their own memory (not a view into the
+    file's bytes past the header)."""
     magic, count = IDX[name]
     header = 16 if magic == 0x803 else 8
     values = torch.frombuffer(bytearray((raw / name).read_bytes()), dtype=torch.uint8,
                               offset=header)
-    return values.view(count, 28, 28) if magic == 0x803 else values
+    return (values.view(count, 28, 28) if magic == 0x803 else values).clone()
 
 
 def load_mnist(data_cfg, device: torch.device | str = "cpu") -> Data:
