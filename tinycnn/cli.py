@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from tinycnn.compare import FORMATS
 from tinycnn.errors import TinycnnError
 from tinycnn.results import DEFAULT_STORAGE, display_path
 
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=SOURCE_HELP + "; several may be given; none: the latest sweep under "
                    "outputs/multirun")
     _add_source_options(p)
-    p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table",
+    p.add_argument("--format", choices=FORMATS, default="table",
                    help="output format (default: table). json is a list of objects with trial, "
                    "state, params, val_acc, test_acc, seconds, dir, ...; accuracies as fractions")
     p.add_argument("--sort", default="state,val_acc", metavar="KEY[:asc|:desc][,KEY...]",
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "outputs/confirm/<source>)")
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="MNIST folder to use instead of the recorded data.root")
-    p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table",
+    p.add_argument("--format", choices=FORMATS, default="table",
                    help="output format (default: table); json: a list of rows with rank, "
                    "seeds, val_acc_mean, val_acc_std, test_acc_mean, test_acc_std, params, dirs")
     p.add_argument("--settings", default=None, metavar="KEYS",

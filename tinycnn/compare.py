@@ -302,11 +302,10 @@ NUMERIC = {"rank", "params", "val %", "test %", "sec", "seeds"}
 
 def format_table(rows: list[Row], settings: list[str], ranked: bool = False) -> str:
     header, body = table_cells(rows, settings, ranked)
-    numeric = NUMERIC
     widths = [max(len(c) for c in col) for col in zip(header, *body)]
     lines = []
     for cells in [header, *body]:
-        parts = [c.rjust(w) if h in numeric else c.ljust(w)
+        parts = [c.rjust(w) if h in NUMERIC else c.ljust(w)
                  for c, w, h in zip(cells, widths, header)]
         lines.append("  ".join(parts).rstrip())
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -315,10 +314,9 @@ def format_table(rows: list[Row], settings: list[str], ranked: bool = False) -> 
 
 def format_markdown(rows: list[Row], settings: list[str], ranked: bool = False) -> str:
     header, body = table_cells(rows, settings, ranked)
-    numeric = NUMERIC
     esc = lambda c: c.replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if h in numeric else "---" for h in header) + "|"]
+             "|" + "|".join("---:" if h in NUMERIC else "---" for h in header) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in cells) + " |" for cells in body]
     return "\n".join(lines)
 

@@ -3,6 +3,7 @@
 torchvision is imported only to download the files when they are absent (importing it takes
 ~1.3 s, which every run, sweep worker and shell-loop step would otherwise pay)."""
 
+import math
 import os
 import time
 from dataclasses import dataclass, replace
@@ -68,8 +69,15 @@ def check_data_cfg(data_cfg) -> None:
         raise ConfigError(f"data.std = {data_cfg.std!r}: expected a positive number")
 
 
-def _idx_size(magic: int, count: int) -> int:
-    return (16 + count * 28 * 28) if magic == 0x803 else (8 + count)
+def _idx_layout(name: str) -> tuple[int, tuple]:
+    """(header bytes, shape of the values) of one of the four idx files."""
+    magic, count = IDX[name]
+    return (16, (count, 28, 28)) if magic == 0x803 else (8, (count,))
+
+
+def _idx_size(name: str) -> int:
+    header, shape = _idx_layout(name)
+    return header + math.prod(shape)
 
 
 def check_mnist_files(root: Path) -> bool:
@@ -86,7 +94,7 @@ def check_mnist_files(root: Path) -> bool:
                            "remove the folder's contents to have torchvision download them.")
     for name in FILES:
         magic, count = IDX[name]
-        path, want = raw / name, _idx_size(*IDX[name])
+        path, want = raw / name, _idx_size(name)
         with open(path, "rb") as f:
             head = f.read(8)
         size = path.stat().st_size
@@ -124,11 +132,10 @@ def _read_idx(raw: Path, name: str) -> torch.Tensor:
     """One idx file (checked by check_mnist_files) as uint8: images (N, 28, 28), labels (N,).
     The same tensors as torchvision's MNIST reader, in their own memory (not a view into the
     file's bytes past the header)."""
-    magic, count = IDX[name]
-    header = 16 if magic == 0x803 else 8
+    header, shape = _idx_layout(name)
     values = torch.frombuffer(bytearray((raw / name).read_bytes()), dtype=torch.uint8,
                               offset=header)
-    return (values.view(count, 28, 28) if magic == 0x803 else values).clone()
+    return values.view(shape).clone()
 
 
 def load_mnist(data_cfg, device: torch.device | str = "cpu") -> Data:

@@ -66,8 +66,9 @@ def train(model, data, t, seed: int, on_eval=None) -> dict:
             x, y = data.normalise(data.train_x[idx]), data.train_y[idx]  # (B, 1, 28, 28), (B,)
             logits = model(x)  # (B, 10)
             loss = F.cross_entropy(logits, y, label_smoothing=t.label_smoothing)
+            lr = lr_at(t, step, total, n_batches)
             for group in opt.param_groups:
-                group["lr"] = lr_at(t, step, total, n_batches)
+                group["lr"] = lr
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

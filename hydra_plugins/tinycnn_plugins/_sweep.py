@@ -578,7 +578,7 @@ class OptunaSweep:
         if cfg is not None:
             try:
                 resolved = record_config(cfg)
-                metrics["config_key"] = config_key(cfg)
+                metrics["config_key"] = config_key(resolved)
             except Exception:  # an interpolation only a running job can resolve
                 resolved = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items()
                             if k not in NOT_RECORDED}
