@@ -155,6 +155,52 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path):
     assert "Traceback" not in out
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
+@pytest.mark.parametrize("heartbeat", ["null", "60"])
+def test_a_worker_killed_hard_stops_the_pool_and_its_trial_is_failed_at_once(tmp_path, heartbeat):
+    """kill -9 (or the OOM killer) gives a worker no chance to close its trial: the pool's
+    process closes it at once, not after a heartbeat's grace period (180 s), and with
+    heartbeats on it is retried as a stale one would be."""
+    s = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="t",
+                            direction="maximize")
+    s.enqueue_trial({"train.lr": 0.002, "model.blocks.res1.scale": 1.0},
+                    user_attrs={"baseline": True})
+    cmd = sweep_cmd(tmp_path, *OPTUNA, *SPACE, "data.limit=2048", "hydra.sweeper.n_trials=40",
+                    "hydra.sweeper.n_workers=2", f"hydra.sweeper.heartbeat_interval={heartbeat}")
+    p = subprocess.Popen(cmd, cwd=REPO, env=sub_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and p.poll() is None and running(tmp_path) < 2:
+        time.sleep(0.2)  # until both workers are on a trial
+    assert p.poll() is None, p.communicate()[0]
+    with sqlite3.connect(f"file:{tmp_path}/optuna.db?mode=ro", uri=True) as db:
+        held = db.execute("SELECT a.value_json FROM trial_user_attributes a JOIN trials t "
+                          "USING (trial_id) WHERE t.state = 'RUNNING' AND a.key = 'worker'"
+                          ).fetchall()
+    victim = int(json.loads(held[0][0]).rsplit(":", 1)[1])
+    assert victim in children(p.pid)
+    os.kill(victim, signal.SIGKILL)
+    out = p.communicate(timeout=180)[0]
+    assert p.returncode == 1 and "was killed by SIGKILL" in out, out
+    trials = study(tmp_path).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING], out
+    orphan, = [t for t in trials if t.user_attrs.get("reason", "").startswith("its worker")]
+    assert orphan.state == TrialState.FAIL and orphan.user_attrs["worker"].endswith(f":{victim}")
+    assert orphan.user_attrs["reason"] == (f"its worker (pid {victim}) was killed by SIGKILL "
+                                           "while the trial ran")
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    if heartbeat == "null":  # no retries: only a baseline is enqueued again, for the next run
+        assert [t.user_attrs for t in waiting] == ([{"baseline": True}] if
+                                                   orphan.user_attrs.get("baseline") else [])
+    else:  # Optuna's retry callback, as for a stale trial: same configuration, fresh attrs
+        retry, = waiting
+        assert retry.system_attrs["failed_trial"] == orphan.number
+        assert retry.params == orphan.params and "reason" not in retry.user_attrs
+        assert retry.user_attrs.get("baseline") == orphan.user_attrs.get("baseline")
+    assert f"trial {orphan.number} marked failed: its worker (pid {victim})" in out
+    assert "Traceback" not in out
+
+
 def test_a_stop_while_a_trial_is_asked_is_raised_after_it_is_noted():
     """The signal arrives while the worker is inside deferred_signals (creating a trial) and
     another thread is alive (the heartbeat's): the stop waits for the block's end."""

@@ -34,8 +34,8 @@ from tinycnn.study import Heartbeat, StorageError, fail_stale_trials, job_storag
 
 from ._overrides import apply_overrides
 from ._search_space import SpaceError, format_value, parse_space, quote
-from ._workers import (deferred_signals, n_workers, run_pool, stop_requested, stop_signals,
-                       worker_tag)
+from ._workers import (WORKER_ATTR, deferred_signals, n_workers, run_pool, stop_requested,
+                       stop_signals, worker_id, worker_tag)
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +386,7 @@ class OptunaSweep:
             with deferred_signals():  # a Ctrl-C now must find the new trial in self.asked
                 trial = study.ask(dists)
                 self.asked.append(trial)
+                trial.set_user_attr(WORKER_ATTR, worker_id())  # whose it is, should it die
                 if self.heartbeat:
                     self.heartbeat.add(trial.number)
             # A new trial's number counts the trials before it (Optuna numbers them atomically

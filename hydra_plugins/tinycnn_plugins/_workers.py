@@ -14,6 +14,7 @@ import datetime
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 WORKER_ENV = "TINYCNN_WORKER"   # "k/N" in a worker started here
 STOP_GRACE_S = 120              # a stopped worker marks its trials failed, then exits
+WORKER_ATTR = "worker"          # a trial's user attr: "host:pid" of the process that asked it
 
 
 class WorkerFailed(Exception):
@@ -124,6 +126,12 @@ def n_workers(value) -> int:
     return value
 
 
+def worker_id(pid: int | None = None) -> str:
+    """"host:pid": which process holds a trial (its user attr `worker`), so a pool can close the
+    trials of a worker that died without closing them itself."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
 def worker_tag() -> str:
     """'[worker k/N] ' inside a worker started by run_workers, else ''."""
     tag = os.environ.get(WORKER_ENV)
@@ -153,18 +161,21 @@ def _in_worker() -> None:
 
 
 def run_pool(sweep, study) -> list:
-    """The sweep's hook for n_workers > 1: start the workers on `study`, wait for them, and
-    write the study's summary (the workers leave it to this process)."""
+    """The sweep's hook for n_workers > 1: start the workers on `study`, wait for them, fail the
+    trials that a dead worker left RUNNING, and write the study's summary (the workers leave it
+    to this process)."""
     from omegaconf import OmegaConf
 
     from ._sweep import SweepError, _state
     start = datetime.datetime.now()
+    procs: List[subprocess.Popen] = []
     try:
-        run_workers(sweep.n_workers, str(sweep.sweep_dir),
+        run_workers(sweep.n_workers, str(sweep.sweep_dir), procs,
                     threads_set=OmegaConf.select(sweep.config, "threads") is not None)
         stopped = None
     except (WorkerFailed, KeyboardInterrupt) as exc:
         stopped = exc
+    close_orphans(sweep, study, procs)
     for t in study.get_trials(deepcopy=False):  # "this run" in the summary: the workers' trials
         if t.datetime_start and t.datetime_start >= start and t.state.is_finished():
             sweep.counts[_state(t)] += 1
@@ -172,17 +183,63 @@ def run_pool(sweep, study) -> list:
     sweep._summary(study)
     if isinstance(stopped, KeyboardInterrupt):
         raise SweepError(f"sweep interrupted ({stopped}): the {sweep.n_workers} workers stopped "
-                         "and marked their running trials failed; the same command continues "
+                         "and their running trials are marked failed; the same command continues "
                          "the study") from None
     if stopped is not None:
         raise SweepError(str(stopped)) from None
     return []
 
 
-def run_workers(n: int, sweep_dir: str, threads_set: bool) -> None:
-    """Start n workers and wait for them. Ctrl-C (or SIGTERM) here stops them all: each gets one
-    SIGINT and marks its running trials failed. A worker that fails stops the others; raises
-    WorkerFailed naming it."""
+def close_orphans(sweep, study, procs: List[subprocess.Popen]) -> None:
+    """Once every worker has ended: a trial still RUNNING under one of their `worker` ids was
+    left by a worker that died (kill -9, the kernel's OOM killer, a crash) or was killed after
+    STOP_GRACE_S. No process will close it, so it is marked failed here, at once, rather than
+    after a heartbeat's grace period (or, in a journal storage, never). Then, as when a
+    heartbeat finds it stale: the storage's retry callback enqueues its configuration again
+    (heartbeats on), or else a baseline is enqueued again, as after a Ctrl-C."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from tinycnn.study import supports_heartbeat
+    ended = {worker_id(p.pid): p for p in procs if p.returncode is not None}
+    orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+               if t.user_attrs.get(WORKER_ATTR) in ended]
+    if not orphans:
+        return
+    storage = sweep.storage
+    retry = storage.get_heartbeat_stale_trial_callback() if supports_heartbeat(storage) else None
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in orphans:
+        p = ended[t.user_attrs[WORKER_ATTR]]
+        reason = f"its worker (pid {p.pid}) {exit_note(p.returncode)} while the trial ran"
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        sweep._fail(study, optuna.Trial(study, trial_id), reason, count=False)
+        if retry is not None:
+            failed = storage.get_trial(trial_id)  # a copy; the retry starts without its outcome
+            for key in ("state", "reason", WORKER_ATTR):
+                failed.user_attrs.pop(key, None)
+            retry(study, failed)
+        elif t.user_attrs.get("baseline"):  # the comparison every sweep reports is still made
+            study.enqueue_trial(dict(t.params), user_attrs={"baseline": True})
+        log.warning("trial %d marked failed: %s%s", t.number, reason,
+                    "; its configuration is enqueued again" if retry else "")
+
+
+def exit_note(code: int) -> str:
+    """How a worker ended: 'stopped with exit code 1', 'was killed by SIGKILL'."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"stopped with exit code {code}"
+
+
+def run_workers(n: int, sweep_dir: str, procs: List[subprocess.Popen],
+                threads_set: bool) -> None:
+    """Start n workers (appended to procs) and wait for them all to end. Ctrl-C (or SIGTERM)
+    here stops them all: each gets one SIGINT and marks its running trials failed. A worker
+    that fails stops the others; raises WorkerFailed naming it."""
     threads = max(1, cores() // n)
     env = dict(os.environ)
     if not threads_set:  # torch takes its thread count from these (threads=N still wins)
@@ -190,7 +247,6 @@ def run_workers(n: int, sweep_dir: str, threads_set: bool) -> None:
     cmd = worker_command(sys.argv, sweep_dir)
     log.info("%d workers on this study, %s each (%d cores here)", n,
              "threads as set" if threads_set else f"{threads} thread(s)", cores())
-    procs = []
     # SIGTERM (and SIGINT, even where a shell ignores it for background jobs) stop the workers.
     with stop_signals():
         try:
@@ -213,8 +269,8 @@ def _wait(procs: List[subprocess.Popen]) -> None:
         bad = [(k, c) for k, c in enumerate(codes) if c not in (None, 0)]
         if bad:
             k, code = bad[0]
-            raise WorkerFailed(f"worker {k + 1}/{len(procs)} stopped with exit code {code} (its "
-                               "messages are above); the other workers were stopped too")
+            raise WorkerFailed(f"worker {k + 1}/{len(procs)} {exit_note(code)} (its messages "
+                               "are above); the other workers were stopped too")
         if all(c == 0 for c in codes):
             return
         time.sleep(0.2)
@@ -229,7 +285,6 @@ def _stop(procs: List[subprocess.Popen]) -> None:
         try:
             p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("worker pid %d did not stop within %d s: killed; its running trial "
-                        "stays RUNNING in the study", p.pid, STOP_GRACE_S)
+            log.warning("worker pid %d did not stop within %d s: killed", p.pid, STOP_GRACE_S)
             p.kill()
             p.wait()
