@@ -56,11 +56,20 @@ class Server:
             shutil.chown(pwfile, "postgres")
         self._run(os.path.join(self.bindir, "initdb"), "-D", self.data, "-U", USER,
                   f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8")
+        self.resume()
+        self.create_database("tinycnn")
+        return self
+
+    def resume(self) -> None:
+        """Start the server on its data folder and port (again, after pause)."""
         opts = f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off"
         self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-o", opts, "-l",
                   os.path.join(self.dir, "log"), "-w", "start")
-        self.create_database("tinycnn")
-        return self
+
+    def pause(self) -> None:
+        """Stop the server as a crash would (-m immediate), keeping its data for resume."""
+        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "immediate",
+                  "stop")
 
     def url(self, db: str = "tinycnn", password: str = PASSWORD, driver: str = "") -> str:
         scheme = "postgresql" + (f"+{driver}" if driver else "")
@@ -73,8 +82,7 @@ class Server:
 
     def stop(self) -> None:
         try:
-            self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "immediate",
-                      "stop")
+            self.pause()
         finally:
             time.sleep(0.2)
             shutil.rmtree(self.dir, ignore_errors=True)

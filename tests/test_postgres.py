@@ -102,3 +102,83 @@ def test_server_faults_are_one_masked_line(pg, tmp_path, case, says):
         assert p.returncode in (1, 2) and len(lines) == 1 and says in lines[0], p.output
         assert "tinycnn:***@127.0.0.1" in lines[0] and secret not in p.output
         assert time.monotonic() - t0 < 30
+
+
+def test_a_server_restart_between_two_calls_costs_a_reconnect_not_the_sweep(pg):
+    """A pooled connection outlives a restart of the server; it is checked before use
+    (pool_pre_ping), where it used to fail the next call with Optuna's "invalid data in the
+    commit" StorageInternalError."""
+    from tinycnn.study import open_storage
+    study = optuna.create_study(storage=open_storage(pg.url()), study_name="restart")
+    study.enqueue_trial({"x": 1.0})
+    assert len(study.get_trials()) == 1
+    pg.pause()
+    pg.resume()
+    assert len(study.get_trials()) == 1  # the same storage object, a new connection
+
+
+def test_a_trial_whose_server_goes_away_fails_with_the_servers_words(pg):
+    """The training job's report to its trial: the driver's reason, not Optuna's "invalid data
+    in the commit", and the password masked (metrics.json records this as the error)."""
+    from tinycnn.study import StorageError, trial_reporter
+    study = optuna.create_study(storage=pg.url(), study_name="report", direction="maximize")
+    number = study.ask().number
+    report = trial_reporter({"storage": pg.url(), "study": "report", "trial": number,
+                             "pruner": {"name": "none"}})
+    report(1, 0.5)
+    pg.pause()
+    try:
+        with pytest.raises(StorageError) as err:
+            report(2, 0.6)
+    finally:
+        pg.resume()
+    says = str(err.value)
+    assert says.startswith("the Optuna storage postgresql://tinycnn:***@127.0.0.1") and \
+        f"failed while trial {number} reported its check 2: " in says, says
+    assert "Connection refused" in says or "server closed the connection" in says, says
+    assert pg_server.PASSWORD not in says
+
+
+@pytest.mark.slow
+def test_a_server_gone_mid_sweep_is_one_line_and_the_same_command_continues(pg, tmp_path):
+    """The database stops while two workers train (as a crash would): every process says so in
+    one line, nothing is half-written, and the same command finishes the study once the server
+    is back; a trial caught RUNNING is found stale by its heartbeat and run again."""
+    cmd = [*sweep(pg, tmp_path, "gone", "train.lr=tag(log,interval(1e-4,1e-2))",
+                  "hydra.sweeper.study_name=gone", "hydra.sweeper.n_trials=16",
+                  "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2",
+                  "data.limit=2048"), "hydra.sweeper.n_workers=2"]
+    p = subprocess.Popen(cmd, cwd=REPO, env=sub_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+
+    def complete() -> int:
+        try:
+            trials = optuna.load_study(study_name="gone", storage=pg.url()).trials
+        except KeyError:  # not created yet
+            return 0
+        return sum(t.state == TrialState.COMPLETE for t in trials)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and p.poll() is None and complete() < 3:
+        time.sleep(0.3)
+    assert p.poll() is None, p.communicate()
+    pg.pause()
+    try:
+        out, err = p.communicate(timeout=120)
+    finally:
+        pg.resume()
+    assert p.returncode == 1, out + err
+    assert "Traceback" not in out + err and pg_server.PASSWORD not in out + err
+    last = err.strip().splitlines()[-1]  # the process that started the workers
+    assert last.startswith("the Optuna storage postgresql://tinycnn:***@127.0.0.1") and \
+        "failed mid-sweep: " in last and "Connection refused" in last, err
+    assert "the same command continues the study" in last
+
+    again = run(cmd)
+    assert again.returncode == 0, again.output
+    trials = optuna.load_study(study_name="gone", storage=pg.url()).trials
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") is not None]
+    assert "study 'gone': " in again.output and "trials (n_trials 16)" in again.output
+    assert len(trials) - len(retried) - sum(bool(t.user_attrs.get("surplus")) for t in trials) \
+        == 16  # the study is full: every retry replaces a trial the outage left RUNNING
+    assert "Warning" not in again.output, again.output  # the retries' constraints: no warning

@@ -112,7 +112,10 @@ def _open(url: str, connect_timeout: float, heartbeat: tuple | None) -> optuna.s
         # A server: libpq (psycopg 3 and 2) and PyMySQL all take connect_timeout in seconds.
         connect = {"connect_timeout": max(1, round(connect_timeout))} \
             if url.split(":", 1)[0].split("+")[0] in ("postgresql", "postgres", "mysql") else {}
-        return _rdb(url, engine_kwargs={"connect_args": connect}, **kwargs)
+        # pool_pre_ping: a pooled connection is checked before use, so a server restarted
+        # between two calls (a 0.2 s PostgreSQL restart) costs a reconnect, not the sweep.
+        return _rdb(url, engine_kwargs={"connect_args": connect, "pool_pre_ping": True},
+                    **kwargs)
     path = url[len("sqlite:///"):]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     # Several processes write one file and SQLite locks it whole: wait for the lock (60 s)
@@ -198,6 +201,23 @@ def open_storage(url: str, connect_timeout: float = CONNECT_TIMEOUT,
     except Exception as exc:
         raise StorageError(f"cannot open the Optuna storage {mask(url)}: "
                            f"{redact(_driver_message(exc), url)}") from None
+
+
+def storage_failure(exc: BaseException, url: str) -> str | None:
+    """The database's own words when `exc` is the storage failing mid-study (the server went
+    away, the disk is full, a lock timed out), else None. Optuna wraps such errors in a
+    StorageInternalError whose message blames "invalid data in the commit"; the cause is in
+    its chain."""
+    if not isinstance(exc, optuna.exceptions.StorageInternalError) and \
+            not type(exc).__module__.startswith("sqlalchemy"):
+        return None
+    seen, cause = exc, exc
+    while seen is not None:
+        if type(seen).__module__.startswith("sqlalchemy"):
+            cause = seen
+            break
+        seen = seen.__cause__ or seen.__context__
+    return redact(_driver_message(cause), url)
 
 
 def _driver_message(exc: BaseException) -> str:
@@ -342,9 +362,17 @@ def trial_reporter(optuna_cfg) -> Callable[[int, float], None] | None:
     trial = optuna.Trial(study, trial_id)
 
     def report(step: int, val_acc: float, final: bool = False) -> None:
-        trial.report(float(val_acc), int(step))
-        # At the last check training is over: pruning would only throw the result away.
-        if not final and trial.should_prune():
+        try:
+            trial.report(float(val_acc), int(step))
+            # At the last check training is over: pruning would only throw the result away.
+            prune = not final and trial.should_prune()
+        except Exception as exc:
+            lost = storage_failure(exc, cfg["storage"])
+            if lost is None:
+                raise
+            raise StorageError(f"the Optuna storage {mask(cfg['storage'])} failed while trial "
+                               f"{number} reported its check {step}: {lost}") from None
+        if prune:
             raise optuna.TrialPruned(f"pruned at check {step} (val_acc {val_acc:.4f})")
 
     return report

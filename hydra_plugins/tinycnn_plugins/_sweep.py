@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ from optuna.trial import TrialState
 
 from tinycnn.errors import ConfigError
 from tinycnn.study import Heartbeat, StorageError, fail_stale_trials, job_storage, make_pruner, \
-    mask, open_storage, pruner_settings, redact, retried_from, storage_url, supports_heartbeat
+    mask, open_storage, pruner_settings, redact, retried_from, storage_failure, storage_url, \
+    supports_heartbeat
 
 from ._overrides import apply_overrides
 from ._search_space import SpaceError, format_value, parse_space, quote
@@ -295,9 +297,23 @@ class OptunaSweep:
                      self.pruner_spec.get("name", "none"), self.sweep_dir)
         try:
             return self._run(study, have)
+        except Exception as exc:
+            lost = storage_failure(exc, self.storage_url)
+            if lost is None:
+                raise
+            raise SweepError(self._lost_storage(lost)) from None
         finally:
             if self.heartbeat:
                 self.heartbeat.close()
+
+    def _lost_storage(self, why: str) -> str:
+        """One line for a storage that failed mid-sweep (a database server that went away)."""
+        after = (f"a worker finds them stale after grace_period ({self.heartbeat_spec[1]} s) "
+                 "and runs them again" if self.heartbeat
+                 else "with no heartbeats here they stay RUNNING and count toward n_trials")
+        return (f"{worker_tag()}the Optuna storage {self.shown_url} failed mid-sweep: "
+                f"{why.rstrip('. ')}; trials running now may be left RUNNING: once the storage "
+                f"is back, the same command continues the study ({after}).")
 
     def _run(self, study: optuna.Study, have: int) -> Any:
         if have >= self.n_trials:
@@ -462,7 +478,7 @@ class OptunaSweep:
             # Optuna's constraint mechanism: > 0 is infeasible. TPE and NSGA-II rank infeasible
             # trials after every feasible one, the least violating first, and best_trial(s)
             # skip them; so the sampler learns where the budget line runs.
-            trial.set_constraint("over_budget", params - self.max_params)
+            _constrain(trial, "over_budget", params - self.max_params)
         if reason is None:
             return Candidate(trial, overrides, job, out_dir, params, table, baseline)
 
@@ -471,7 +487,7 @@ class OptunaSweep:
         # with a violated constraint is what TPE/NSGA-II learn the feasible region from.
         if params is None:
             # Not buildable: as far out as a network of twice the budget.
-            trial.set_constraint("invalid", float(self.max_params))
+            _constrain(trial, "invalid", float(self.max_params))
         values = [0.0 if o == "val_acc" else float(params if params is not None
                                                         else 2 * self.max_params)
                   for o in self.objectives]
@@ -497,7 +513,7 @@ class OptunaSweep:
             trial.set_user_attr(key, a.get(key))
         trial.set_user_attr("duplicate_of", twin.number)
         trial.set_user_attr("state", "complete")
-        trial.set_constraint("over_budget", a["params"] - self.max_params)
+        _constrain(trial, "over_budget", a["params"] - self.max_params)
         study.tell(trial, list(twin.values))
         self.counts["complete"] += 1
         self.counts["duplicate"] += 1
@@ -657,6 +673,14 @@ class OptunaSweep:
 
 
 _MISSING = object()
+
+
+def _constrain(trial: optuna.Trial, key: str, value: float) -> None:
+    """trial.set_constraint, quiet for a retried trial: its copy of the failed trial's attributes
+    already holds the same constraint, and Optuna would warn that it keeps that one."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The constraint value is ignored")
+        trial.set_constraint(key, value)
 
 
 def _taken(study: optuna.Study) -> int:

@@ -46,8 +46,8 @@ class TinycnnOptunaConf:
     n_jobs: int = 1             # trials per batch handed to the launcher (hydra/launcher=joblib)
     # Workers on this machine, each taking its next trial as soon as its last ends, each with
     # cores // n_workers threads unless `threads` is set; auto = one per core (README "Sweep
-    # speed": 6.4x one worker on a loaded 2-core machine, 0.94x on an idle one in a short
-    # benchmark); 1 = this process trains the trials itself.
+    # speed": 1.22x to 1.40x one worker on an idle 2-core machine on full data, 6.4x on a
+    # loaded one); 1 = this process trains the trials itself.
     n_workers: Any = "auto"
     max_params: int = 25000     # budget: bigger networks are recorded infeasible, never trained
     objectives: List[str] = field(default_factory=lambda: ["val_acc"])  # or [val_acc, params]
