@@ -63,6 +63,20 @@ def alive(pid: int) -> bool:
     return True
 
 
+def pool_on_two_trials(tmp_path, *args: str) -> subprocess.Popen:
+    """A two-worker sweep of 40 small trials, returned once both workers are on a trial. In its
+    own process group, as a terminal's foreground job: Ctrl-C is SIGINT to that group."""
+    cmd = sweep_cmd(tmp_path, *OPTUNA, *SPACE, "data.limit=2048", "hydra.sweeper.n_trials=40",
+                    "hydra.sweeper.n_workers=2", *args)
+    p = subprocess.Popen(cmd, cwd=REPO, env=sub_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and p.poll() is None and running(tmp_path) < 2:
+        time.sleep(0.2)
+    assert p.poll() is None, p.communicate()[0]
+    return p
+
+
 def test_n_workers_setting_is_checked():
     s = {"study_name": "t", "storage": "sqlite:///x.db", "n_trials": 5, "n_jobs": 1,
          "max_params": 25000, "objectives": ["val_acc"], "sampler": {"name": "tpe"},
@@ -132,15 +146,7 @@ def test_a_worker_takes_its_next_trial_while_another_still_trains(tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
 def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path):
-    cmd = sweep_cmd(tmp_path, *OPTUNA, *SPACE, "data.limit=2048", "hydra.sweeper.n_trials=40",
-                    "hydra.sweeper.n_workers=2")
-    # Its own process group, as a terminal's foreground job: Ctrl-C is SIGINT to that group.
-    p = subprocess.Popen(cmd, cwd=REPO, env=sub_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and p.poll() is None and running(tmp_path) < 2:
-        time.sleep(0.5)  # until both workers are on a trial
-    assert p.poll() is None, p.communicate()[0]
+    p = pool_on_two_trials(tmp_path)
     workers = children(p.pid)
     assert len(workers) == 2
     os.killpg(p.pid, signal.SIGINT)
@@ -165,14 +171,7 @@ def test_a_worker_killed_hard_stops_the_pool_and_its_trial_is_failed_at_once(tmp
                             direction="maximize")
     s.enqueue_trial({"train.lr": 0.002, "model.blocks.res1.scale": 1.0},
                     user_attrs={"baseline": True})
-    cmd = sweep_cmd(tmp_path, *OPTUNA, *SPACE, "data.limit=2048", "hydra.sweeper.n_trials=40",
-                    "hydra.sweeper.n_workers=2", f"hydra.sweeper.heartbeat_interval={heartbeat}")
-    p = subprocess.Popen(cmd, cwd=REPO, env=sub_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and p.poll() is None and running(tmp_path) < 2:
-        time.sleep(0.2)  # until both workers are on a trial
-    assert p.poll() is None, p.communicate()[0]
+    p = pool_on_two_trials(tmp_path, f"hydra.sweeper.heartbeat_interval={heartbeat}")
     with sqlite3.connect(f"file:{tmp_path}/optuna.db?mode=ro", uri=True) as db:
         held = db.execute("SELECT a.value_json FROM trial_user_attributes a JOIN trials t "
                           "USING (trial_id) WHERE t.state = 'RUNNING' AND a.key = 'worker'"
