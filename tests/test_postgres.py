@@ -173,6 +173,7 @@ def test_a_server_gone_mid_sweep_is_one_line_and_the_same_command_continues(pg, 
         "failed mid-sweep: " in last and "Connection refused" in last, err
     assert "the same command continues the study" in last
 
+    time.sleep(2)  # grace_period: the trials caught RUNNING are stale by the time it looks
     again = run(cmd)
     assert again.returncode == 0, again.output
     trials = optuna.load_study(study_name="gone", storage=pg.url()).trials

@@ -42,6 +42,14 @@ def running(tmp_path) -> int:
         return 0
 
 
+def holders(tmp_path) -> list:
+    """The pids of the workers holding RUNNING trials (their `worker` attr, "host:pid")."""
+    with sqlite3.connect(f"file:{tmp_path}/optuna.db?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT a.value_json FROM trial_user_attributes a JOIN trials t "
+                          "USING (trial_id) WHERE t.state = 'RUNNING' AND a.key = 'worker'")
+        return [int(json.loads(v).rsplit(":", 1)[1]) for (v,) in rows]
+
+
 def children(pid: int) -> list:
     """The processes whose parent is pid (Linux: read from /proc)."""
     found = []
@@ -156,7 +164,8 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path):
     assert len(trials) < 40 and not [t for t in trials if t.state == TrialState.RUNNING]
     stopped = [t for t in trials if t.state == TrialState.FAIL]
     assert 1 <= len(stopped) <= 2 and all(
-        t.user_attrs["reason"].startswith("interrupted (KeyboardInterrupt") for t in stopped)
+        t.user_attrs["reason"].startswith("interrupted (KeyboardInterrupt") for t in stopped), \
+        ([t.user_attrs.get("reason") for t in stopped], out)
     assert not any(alive(pid) for pid in workers)
     assert "Traceback" not in out
 
@@ -172,12 +181,14 @@ def test_a_worker_killed_hard_stops_the_pool_and_its_trial_is_failed_at_once(tmp
     s.enqueue_trial({"train.lr": 0.002, "model.blocks.res1.scale": 1.0},
                     user_attrs={"baseline": True})
     p = pool_on_two_trials(tmp_path, f"hydra.sweeper.heartbeat_interval={heartbeat}")
-    with sqlite3.connect(f"file:{tmp_path}/optuna.db?mode=ro", uri=True) as db:
-        held = db.execute("SELECT a.value_json FROM trial_user_attributes a JOIN trials t "
-                          "USING (trial_id) WHERE t.state = 'RUNNING' AND a.key = 'worker'"
-                          ).fetchall()
-    victim = int(json.loads(held[0][0]).rsplit(":", 1)[1])
-    assert victim in children(p.pid)
+    # Frozen (SIGSTOP) while it holds a RUNNING trial, not in the instant between two trials.
+    victim, deadline = children(p.pid)[0], time.monotonic() + 60
+    while True:
+        os.kill(victim, signal.SIGSTOP)
+        if victim in holders(tmp_path) or time.monotonic() > deadline:
+            break
+        os.kill(victim, signal.SIGCONT)
+        time.sleep(0.05)
     os.kill(victim, signal.SIGKILL)
     out = p.communicate(timeout=180)[0]
     assert p.returncode == 1 and "was killed by SIGKILL" in out, out
