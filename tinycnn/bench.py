@@ -84,7 +84,8 @@ def peak_rss_mb(argv, env) -> float:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m tinycnn.bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m tinycnn.bench", description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--limit", type=int, default=None,
                     help="train on the first N images only (quick check; default: all 60,000)")
     ap.add_argument("--repeat", type=int, default=1,

@@ -211,13 +211,10 @@ def storage_failure(exc: BaseException, url: str) -> str | None:
     if not isinstance(exc, optuna.exceptions.StorageInternalError) and \
             not type(exc).__module__.startswith("sqlalchemy"):
         return None
-    seen, cause = exc, exc
-    while seen is not None:
-        if type(seen).__module__.startswith("sqlalchemy"):
-            cause = seen
-            break
-        seen = seen.__cause__ or seen.__context__
-    return redact(_driver_message(cause), url)
+    cause = exc
+    while cause is not None and not type(cause).__module__.startswith("sqlalchemy"):
+        cause = cause.__cause__ or cause.__context__
+    return redact(_driver_message(cause or exc), url)
 
 
 def _driver_message(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ all at Ctrl-C or when one fails.
 """
 
 import contextlib
+import copy
 import datetime
 import logging
 import os
@@ -74,28 +75,23 @@ def deferred_signals():
         raise KeyboardInterrupt(name)
 
 
-def handle_stop_signals() -> dict:
-    """SIGINT and SIGTERM stop this process as above; returns the handlers they replace."""
-    default_hook = sys.unraisablehook
-
-    def quiet_swallowed_stop(u):  # the flag has it; no "Exception ignored" traceback
-        if not (_stopping and isinstance(u.exc_value, KeyboardInterrupt)):
-            default_hook(u)
-    sys.unraisablehook = quiet_swallowed_stop
-    return {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-
-
 @contextlib.contextmanager
 def stop_signals():
     """For the block, SIGINT and SIGTERM stop this process as above (a sweep that trains its own
     trials: its running trial is marked failed, not left RUNNING, whichever signal ends it); the
-    previous handlers and a clear flag are restored after. Outside the main thread: nothing."""
+    previous handlers, the unraisable hook and a clear flag are restored after. Outside the main
+    thread: nothing."""
     global _stopping, _pending
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     hook = sys.unraisablehook
-    previous = handle_stop_signals()
+
+    def quiet_swallowed_stop(u):  # the flag has it; no "Exception ignored" traceback
+        if not (_stopping and isinstance(u.exc_value, KeyboardInterrupt)):
+            hook(u)
+    sys.unraisablehook = quiet_swallowed_stop
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
@@ -215,7 +211,7 @@ def close_orphans(sweep, study, procs: List[subprocess.Popen]) -> None:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         sweep._fail(study, optuna.Trial(study, trial_id), reason, count=False)
         if retry is not None:
-            failed = storage.get_trial(trial_id)  # a copy; the retry starts without its outcome
+            failed = copy.deepcopy(storage.get_trial(trial_id))  # the retry starts afresh
             for key in ("state", "reason", WORKER_ATTR):
                 failed.user_attrs.pop(key, None)
             retry(study, failed)
