@@ -170,3 +170,30 @@ def test_a_stop_is_one_line_and_the_baseline_is_enqueued_again(tmp_path, sig):
     assert trials[0].user_attrs["reason"] == f"interrupted (KeyboardInterrupt: {sig.name})"
     assert trials[1].user_attrs["baseline"] is True
     assert trials[1].system_attrs["fixed_params"] == trials[0].params  # what enqueue stores
+
+
+
+STOP_IN_TORCH = """import os, signal, sys
+class StopInTorch:  # Ctrl-C in the middle of `import torch`, where torch.distributed comes in
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch.distributed":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+sys.meta_path.insert(0, StopInTorch())
+"""
+
+
+def test_a_stop_while_torch_loads_comes_before_any_trial(tmp_path):
+    """torch's import runs Python called from C++: a KeyboardInterrupt raised in there cannot
+    unwind and aborts the process ("terminate called after throwing ...", SIGABRT), its trial
+    left RUNNING. So a sweep loads torch before it asks for a trial, holding a stop back until
+    torch is in: a Ctrl-C during the import is a clean stop with no trial asked."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(STOP_IN_TORCH)
+    env = {**sub_env(), "PYTHONPATH": str(tmp_path / "hook")}
+    p = subprocess.run(sweep_cmd(tmp_path, *OPTUNA, "train.lr=interval(1e-3,1e-2)"), cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 130 and "Traceback" not in p.stdout + p.stderr, p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("tinycnn: interrupted"), p.stderr
+    trials = load(tmp_path, "t").trials
+    assert [t.state for t in trials] == [TrialState.WAITING], trials  # the baseline, not asked

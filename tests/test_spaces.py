@@ -12,7 +12,8 @@ from tinycnn.model import count_params
 from tinycnn.train import check_train_cfg
 
 SPACES = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
-BASELINES = {"paper25k": 21_614, "wide25k": 21_614, "stack25k": 23_850, "stack5k": 4_390}
+BASELINES = {"paper25k": 21_614, "wide25k": 21_614, "stack25k": 23_850, "stack5k": 4_390,
+             "refine25k": 20_362, "refine5k": 4_442}
 
 
 def composed(space: str):

@@ -325,6 +325,12 @@ class OptunaSweep:
         # Ctrl-C, SIGTERM (a scheduler, `kill`) or the pool's SIGINT to its worker.
         with stop_signals():
             try:
+                # torch's import runs Python called from C++ (pybind11): a KeyboardInterrupt
+                # raised in there cannot unwind and aborts the process ("terminate called after
+                # throwing ...", SIGABRT) with its trial RUNNING. So torch comes in here, before
+                # the first trial is asked, and a stop that lands meanwhile is raised after it.
+                with deferred_signals():
+                    import torch  # noqa: F401
                 results = self._loop(study)
             except BaseException as exc:  # a stop between trials: close what this one asked
                 self._close_asked(study, exc)
