@@ -139,6 +139,32 @@ def test_a_trial_whose_server_goes_away_fails_with_the_servers_words(pg):
     assert pg_server.PASSWORD not in says
 
 
+def test_a_compare_whose_server_goes_away_mid_read_is_one_line(pg, monkeypatch):
+    """The server stops after the connection was made (as a crash would): `tinycnn compare`
+    (and confirm and export, which read the same way) says so in one line with the driver's
+    reason, not Optuna's "invalid data in the commit"."""
+    from tinycnn import results
+    from tinycnn.errors import TinycnnError
+    optuna.create_study(storage=pg.url(), study_name="read")
+    connected = results.open_storage
+
+    def connect_then_crash(url, timeout=None):
+        storage = connected(url, timeout)
+        pg.pause()
+        return storage
+    monkeypatch.setattr(results, "open_storage", connect_then_crash)
+    try:
+        with pytest.raises(TinycnnError) as err:
+            results.collect(["read"], storage=pg.url())
+    finally:
+        pg.resume()
+    says = str(err.value)
+    assert says.startswith("the Optuna storage postgresql://tinycnn:***@127.0.0.1") and \
+        "failed while its trials were read: " in says and "\n" not in says, says
+    assert "Connection refused" in says or "server closed the connection" in says, says
+    assert pg_server.PASSWORD not in says and "invalid data" not in says
+
+
 @pytest.mark.slow
 def test_a_server_gone_mid_sweep_is_one_line_and_the_same_command_continues(pg, tmp_path):
     """The database stops while two workers train (as a crash would): every process says so in

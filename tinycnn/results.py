@@ -268,10 +268,21 @@ def _run_from_trial(trial, study_name: str) -> Run:
 def _read_study(name: str | None, storage_url: str, into: Sources,
                connect_timeout: float | None = None) -> None:
     """Add every trial of study `name` in storage_url (all studies there when name is None)."""
-    import optuna
-    from tinycnn.study import mask
+    from tinycnn.study import mask, storage_failure
     storage = open_storage(storage_url, connect_timeout)
-    storage_url = mask(storage_url)
+    try:
+        _read_trials(name, storage, mask(storage_url), into)
+    except Exception as exc:  # a server that went away after the connection was made
+        lost = storage_failure(exc, storage_url)
+        if lost is None:
+            raise
+        raise TinycnnError(f"the Optuna storage {mask(storage_url)} failed while its trials "
+                           f"were read: {lost.rstrip('. ')}. Run the command again once the "
+                           "storage is back.") from None
+
+
+def _read_trials(name: str | None, storage, storage_url: str, into: Sources) -> None:
+    import optuna
     names = study_names(storage)
     if name is not None and name not in names:
         known = ", ".join(names) if names else "none"
