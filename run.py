@@ -1,6 +1,8 @@
 """Train and evaluate one tinycnn config: `python run.py model=paper` (see README)."""
 
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -14,10 +16,9 @@ from tinycnn.errors import TinycnnError
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Returns the validation accuracy, the number any Hydra sweeper optimises."""
-    from tinycnn.runner import run  # here: `--cfg job`, `--help` and a sweep's pool need no torch
-
     hc = HydraConfig.get()
     try:
+        run = _import_runner()
         # The sweeper's ++optuna.* bookkeeping is in the record's "trial", not a user's override.
         overrides = [o for o in hc.overrides.task if not o.lstrip("+~").startswith("optuna.")]
         metrics = run(cfg, Path(hc.runtime.output_dir), overrides=overrides)
@@ -29,10 +30,35 @@ def main(cfg: DictConfig) -> float | None:
     except KeyboardInterrupt:
         if hc.mode == RunMode.MULTIRUN:
             raise  # the sweeper marks the trial failed and says so
-        print(f"tinycnn: interrupted; {hc.runtime.output_dir}/metrics.json records the run as "
-              "failed ('KeyboardInterrupt')", file=sys.stderr)
+        out_dir = Path(hc.runtime.output_dir)
+        if (out_dir / "metrics.json").exists():
+            print(f"tinycnn: interrupted; {out_dir}/metrics.json records the run as failed "
+                  "('KeyboardInterrupt')", file=sys.stderr)
+        else:
+            _remove_unfinished(out_dir)
+            print("tinycnn: interrupted before training started; nothing was recorded",
+                  file=sys.stderr)
         sys.exit(130)
     return metrics["val_acc"]
+
+
+def _import_runner():
+    """tinycnn.runner, imported here so that `--cfg job`, `--help` and a sweep's pool need no
+    torch. torch's import runs Python called from C++ (pybind11), where a KeyboardInterrupt
+    cannot unwind: a Ctrl-C landing there aborts the process ("terminate called after throwing
+    ..."). So Ctrl-C is held until the import is done, then delivered to the handler in place."""
+    if threading.current_thread() is not threading.main_thread():
+        from tinycnn.runner import run
+        return run
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        from tinycnn.runner import run
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)
+    return run
 
 
 # What Hydra and the runner write before training; a folder holding nothing else is a run that

@@ -197,3 +197,17 @@ def test_a_stop_while_torch_loads_comes_before_any_trial(tmp_path):
     assert p.stderr.strip().splitlines()[-1].startswith("tinycnn: interrupted"), p.stderr
     trials = load(tmp_path, "t").trials
     assert [t.state for t in trials] == [TrialState.WAITING], trials  # the baseline, not asked
+
+
+def test_a_ctrl_c_while_a_plain_run_loads_torch_is_one_line_and_leaves_no_folder(tmp_path):
+    """The same Ctrl-C inside torch's import, in `python run.py`: held until the import is done,
+    then one line, exit 130, and no outputs/DATE/TIME folder for a run that never started."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(STOP_IN_TORCH)
+    out = tmp_path / "outputs" / "day" / "time"
+    p = subprocess.run([sys.executable, str(REPO / "run.py"), f"hydra.run.dir={out}"], cwd=REPO,
+                       env={**sub_env(), "PYTHONPATH": str(tmp_path / "hook")},
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 130 and p.stderr.strip().splitlines() == [
+        "tinycnn: interrupted before training started; nothing was recorded"], p.stderr
+    assert list((tmp_path / "outputs").iterdir()) == []
