@@ -383,6 +383,24 @@ def test_reproduce_reports_identical_numbers(sweep, tmp_path, capsys):
         assert new[key] == old[key], key
     assert "optuna" not in OmegaConf.load(out_dir / "config.yaml")
     assert f"{old['val_acc']:.6f}" in out
+    assert new["machine"]["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+    assert "note:" not in out  # same machine, nothing to explain
+
+
+def test_reproduce_names_a_machine_with_other_kernels(sweep, tmp_path, capsys):
+    """Numbers recorded on another kind of CPU: the verdict comes with where each run was."""
+    copy = tmp_path / "run"
+    shutil.copytree(sweep / "2", copy)
+    m = metrics(copy)
+    m["machine"] = {"cpu": "Some Other CPU", "cpu_kernels": "ZVECTOR"}
+    (copy / "metrics.json").write_text(json.dumps(m))
+    code, out, err = tinycnn(capsys, "reproduce", copy, "--out", tmp_path / "again", "--quiet")
+    assert code == 0, err
+    here = metrics(tmp_path / "again")["machine"]
+    note = [line for line in out.splitlines() if line.startswith("note: recorded on")]
+    assert note == [f"note: recorded on Some Other CPU (ZVECTOR kernels), rerun on {here['cpu']} "
+                    f"({here['cpu_kernels']} kernels); other CPU kernels give other last bits, "
+                    "and an epoch of training turns them into different numbers"]
 
 
 def test_evaluate_matches_recorded_test_accuracy(sweep, capsys):

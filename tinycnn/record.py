@@ -122,6 +122,25 @@ def versions() -> dict:
     return out
 
 
+def machine(device) -> dict:
+    """Where a run trained: the processor, the instruction set torch's CPU kernels use (AVX2,
+    AVX512, ...: two such sets give different last bits, so different numbers after an epoch),
+    and the GPU when it trained on one."""
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out = {"cpu": cpu, "cpu_kernels": torch.backends.cpu.get_cpu_capability()}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
 def save_checkpoint(path, model, model_cfg, data_cfg, metrics: dict) -> None:
     """Weights plus everything needed to rebuild them: opens with torch.load(weights_only=True)."""
     import torch  # here, not at the top: reading records (tinycnn compare) needs no torch

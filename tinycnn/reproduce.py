@@ -81,6 +81,10 @@ def reproduce(run_dir, out_dir=None, tolerance: float = 0.002, data_root=None) -
     if old_torch != new_torch:
         notes.append(f"recorded with torch {old_torch}, rerun with torch {new_torch}")
 
+    where = _machine_note(recorded.get("machine"), new.get("machine"))
+    if where:
+        notes.append(where)
+
     diffs = {}
     for key in COMPARED:
         a, b = recorded.get(key), new.get(key)
@@ -90,9 +94,27 @@ def reproduce(run_dir, out_dir=None, tolerance: float = 0.002, data_root=None) -
     same_net = recorded.get("params") == new.get("params") and \
         recorded.get("params_by_block") == new.get("params_by_block")
     identical = same_net and all(d == 0 for d in diffs.values())
+    if not identical and "machine" not in recorded:
+        notes.append("the record does not name the CPU it ran on (written before tinycnn "
+                     "recorded `machine`); on a CPU whose kernels differ (AVX2, AVX512) the last "
+                     "bits differ, and an epoch of training turns them into different numbers")
     worst = max(diffs.items(), key=lambda kv: kv[1]) if diffs else (None, 0.0)
     within = same_net and all(d <= tolerance for d in diffs.values())
     return Reproduction(recorded, new, out_dir, identical, worst, within, notes)
+
+
+def _machine_note(old: dict | None, new: dict | None) -> str | None:
+    """A note when the rerun's machine is not the recorded one, or None."""
+    if not old or not new or old == new:
+        return None
+    def name(m):
+        return f"{m.get('cpu')} ({m.get('cpu_kernels')} kernels)" + \
+            (f", {m['gpu']}" if m.get("gpu") else "")
+    note = f"recorded on {name(old)}, rerun on {name(new)}"
+    if old.get("cpu_kernels") != new.get("cpu_kernels"):
+        note += ("; other CPU kernels give other last bits, and an epoch of training turns them "
+                 "into different numbers")
+    return note
 
 
 def _fmt(key, value) -> str:

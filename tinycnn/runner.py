@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from tinycnn.data import check_data_cfg, worker_data
 from tinycnn.model import build_model, format_param_table
-from tinycnn.record import config_key, record_config, save_checkpoint, versions, \
+from tinycnn.record import config_key, machine, record_config, save_checkpoint, versions, \
     write_json_atomic, write_text_atomic
 from tinycnn.schema import complete
 from tinycnn.train import check_train_cfg, evaluate, train
@@ -116,7 +116,8 @@ def _new_record(cfg, model, device, overrides) -> dict:
     record = {"status": "running", "params": model.num_params,
               "params_by_block": model.param_table(), "seed": cfg.seed,
               "epochs": cfg.train.epochs, "device": str(device), "config_key": config_key(cfg),
-              "overrides": list(overrides), "history": [], "versions": versions()}
+              "overrides": list(overrides), "history": [], "versions": versions(),
+              "machine": machine(device)}
     if cfg.get("optuna") and cfg.optuna.get("trial") is not None:
         record["trial"] = int(cfg.optuna.trial)
     return record
