@@ -1,8 +1,6 @@
 """Train and evaluate one tinycnn config: `python run.py model=paper` (see README)."""
 
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import hydra
@@ -11,6 +9,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from tinycnn.errors import TinycnnError
+from tinycnn.lazy import load_runner
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -18,7 +17,7 @@ def main(cfg: DictConfig) -> float | None:
     """Returns the validation accuracy, the number any Hydra sweeper optimises."""
     hc = HydraConfig.get()
     try:
-        run = _import_runner()
+        run = load_runner()  # torch, only now: `--cfg job` and a sweep's pool need none
         # The sweeper's ++optuna.* bookkeeping is in the record's "trial", not a user's override.
         overrides = [o for o in hc.overrides.task if not o.lstrip("+~").startswith("optuna.")]
         metrics = run(cfg, Path(hc.runtime.output_dir), overrides=overrides)
@@ -40,25 +39,6 @@ def main(cfg: DictConfig) -> float | None:
                   file=sys.stderr)
         sys.exit(130)
     return metrics["val_acc"]
-
-
-def _import_runner():
-    """tinycnn.runner, imported here so that `--cfg job`, `--help` and a sweep's pool need no
-    torch. torch's import runs Python called from C++ (pybind11), where a KeyboardInterrupt
-    cannot unwind: a Ctrl-C landing there aborts the process ("terminate called after throwing
-    ..."). So Ctrl-C is held until the import is done, then delivered to the handler in place."""
-    if threading.current_thread() is not threading.main_thread():
-        from tinycnn.runner import run
-        return run
-    held = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
-    try:
-        from tinycnn.runner import run
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if held:
-            signal.raise_signal(signal.SIGINT)
-    return run
 
 
 # What Hydra and the runner write before training; a folder holding nothing else is a run that

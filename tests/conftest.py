@@ -37,6 +37,28 @@ def sub_env(**extra: str) -> dict:
     return env
 
 
+STOP_IN_TORCH = """import os, signal, sys
+class StopInTorch:  # Ctrl-C in the middle of `import torch`, where torch.distributed comes in
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch.distributed":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+sys.meta_path.insert(0, StopInTorch())
+"""
+
+
+def stop_in_torch_env(tmp_path) -> dict:
+    """sub_env() plus a sitecustomize.py on the path that sends each process SIGINT once, in the
+    middle of `import torch`: Python called from C++ (pybind11), where a KeyboardInterrupt
+    cannot unwind and aborts the process unless the stop is held until the import is done."""
+    hook = tmp_path / "stop_in_torch"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(STOP_IN_TORCH)
+    env = sub_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), env["PYTHONPATH"]])
+    return env
+
+
 def compose_cfg(*overrides: str, small: bool = True):
     """conf/config.yaml composed as run.py would, with `overrides` (small data unless small=False)."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

@@ -9,7 +9,7 @@ from statistics import mean, stdev
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO
+from conftest import REPO, stop_in_torch_env
 from tinycnn import cli
 
 SMALL = ["data.limit=600", "data.val_size=300", "data.test_limit=300", "train.evals_per_epoch=1"]
@@ -101,6 +101,22 @@ def test_confirm_ranks_by_mean_validation_and_reuses_its_runs(sweep, capsys, tmp
     assert count_params(cfg.model) == (winner["params"], winner["params_by_block"])
     recorded = OmegaConf.load(Path(rows[0]["dirs"][0]) / "config.yaml")
     assert OmegaConf.to_container(cfg.train) == OmegaConf.to_container(recorded.train)
+
+
+def test_a_ctrl_c_while_a_worker_loads_torch_is_a_clean_stop(sweep, tmp_path):
+    """A confirm worker stopped while it imports torch: `tinycnn: interrupted`, exit 130, no
+    broken pool and no half-made run folder. (The hook stops it at a point in Python; the
+    window where it would abort, Python called from torch's C++, cannot be hit on cue; the
+    hold that covers it is tested in test_faults.py.)"""
+    out_dir = tmp_path / "confirmed"
+    p = subprocess.run([sys.executable, "-m", "tinycnn", "confirm", str(sweep / "sweep"),
+                        "--top", "1", "--seeds", "2", "--jobs", "1", "--threads", "1",
+                        "--out", str(out_dir)], cwd=sweep, env=stop_in_torch_env(tmp_path),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 130, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == "tinycnn: interrupted", p.stderr
+    assert "terminate called" not in p.stderr and "abruptly" not in p.stderr, p.stderr
+    assert not list(out_dir.glob("*/seed_1"))  # the one run to train never started
 
 
 def test_confirm_bad_input(sweep, capsys):

@@ -16,7 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import compose_cfg
+from conftest import compose_cfg, stop_in_torch_env
 from test_sweep import OPTUNA, REPO, load, run, sub_env, sweep_cmd
 from tinycnn.data import FILES, load_mnist
 from tinycnn.errors import ConfigError, TinycnnError
@@ -173,14 +173,16 @@ def test_a_stop_is_one_line_and_the_baseline_is_enqueued_again(tmp_path, sig):
 
 
 
-STOP_IN_TORCH = """import os, signal, sys
-class StopInTorch:  # Ctrl-C in the middle of `import torch`, where torch.distributed comes in
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch.distributed":
-            sys.meta_path.remove(self)
-            os.kill(os.getpid(), signal.SIGINT)
-sys.meta_path.insert(0, StopInTorch())
-"""
+def test_a_stop_while_torch_loads_is_held_until_torch_is_in(tmp_path):
+    """tinycnn.lazy.import_torch, the one way tinycnn loads torch on demand (run.py, the sweeper,
+    confirm's workers, reproduce, evaluate): a Ctrl-C landing inside the import is raised only
+    once torch is in, never inside it (where, in Python called from C++, it aborts)."""
+    code = ("import sys\nfrom tinycnn.lazy import import_torch\ntry:\n    import_torch()\n"
+            "except KeyboardInterrupt:\n"
+            "    print('after' if 'torch.nn' in sys.modules else 'inside')\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=stop_in_torch_env(tmp_path),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout == "after\n", p.stdout + p.stderr
 
 
 def test_a_stop_while_torch_loads_comes_before_any_trial(tmp_path):
@@ -188,11 +190,9 @@ def test_a_stop_while_torch_loads_comes_before_any_trial(tmp_path):
     unwind and aborts the process ("terminate called after throwing ...", SIGABRT), its trial
     left RUNNING. So a sweep loads torch before it asks for a trial, holding a stop back until
     torch is in: a Ctrl-C during the import is a clean stop with no trial asked."""
-    (tmp_path / "hook").mkdir()
-    (tmp_path / "hook" / "sitecustomize.py").write_text(STOP_IN_TORCH)
-    env = {**sub_env(), "PYTHONPATH": str(tmp_path / "hook")}
     p = subprocess.run(sweep_cmd(tmp_path, *OPTUNA, "train.lr=interval(1e-3,1e-2)"), cwd=REPO,
-                       env=env, capture_output=True, text=True, timeout=120)
+                       env=stop_in_torch_env(tmp_path), capture_output=True, text=True,
+                       timeout=120)
     assert p.returncode == 130 and "Traceback" not in p.stdout + p.stderr, p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("tinycnn: interrupted"), p.stderr
     trials = load(tmp_path, "t").trials
@@ -202,12 +202,10 @@ def test_a_stop_while_torch_loads_comes_before_any_trial(tmp_path):
 def test_a_ctrl_c_while_a_plain_run_loads_torch_is_one_line_and_leaves_no_folder(tmp_path):
     """The same Ctrl-C inside torch's import, in `python run.py`: held until the import is done,
     then one line, exit 130, and no outputs/DATE/TIME folder for a run that never started."""
-    (tmp_path / "hook").mkdir()
-    (tmp_path / "hook" / "sitecustomize.py").write_text(STOP_IN_TORCH)
     out = tmp_path / "outputs" / "day" / "time"
     p = subprocess.run([sys.executable, str(REPO / "run.py"), f"hydra.run.dir={out}"], cwd=REPO,
-                       env={**sub_env(), "PYTHONPATH": str(tmp_path / "hook")},
-                       capture_output=True, text=True, timeout=120)
+                       env=stop_in_torch_env(tmp_path), capture_output=True, text=True,
+                       timeout=120)
     assert p.returncode == 130 and p.stderr.strip().splitlines() == [
         "tinycnn: interrupted before training started; nothing was recorded"], p.stderr
     assert list((tmp_path / "outputs").iterdir()) == []

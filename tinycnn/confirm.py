@@ -101,7 +101,8 @@ def _train(config: dict, out_dir: str) -> dict:
     """One run in a worker process (a fresh interpreter: its own torch threads)."""
     import os
     os.environ["TQDM_DISABLE"] = "1"  # one progress bar, the parent's, not one per worker
-    from tinycnn.runner import run
+    from tinycnn.lazy import load_runner
+    run = load_runner()  # a Ctrl-C while torch loads is held, then stops this run
     return run(OmegaConf.create(config), out_dir)
 
 

@@ -49,7 +49,8 @@ def _data_settings(path: Path, conf_dir) -> tuple[dict, int, str]:
 def evaluate_checkpoint(path, data_root=None, test_limit=None, batch_size=None, device="cpu",
                         conf_dir=None) -> Evaluation:
     """Rebuild the network from the checkpoint's own model config, load the weights, test them."""
-    import torch
+    from tinycnn.lazy import import_torch
+    torch = import_torch()
 
     from tinycnn.data import load_mnist, root_here
     from tinycnn.model import build_model

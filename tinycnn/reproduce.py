@@ -66,7 +66,8 @@ def reproduce(run_dir, out_dir=None, tolerance: float = 0.002, data_root=None) -
         notes.append(f"data.root {cfg.data.root} does not exist here; using TINYCNN_DATA={here}")
         cfg.data.root = here
 
-    from tinycnn.runner import run
+    from tinycnn.lazy import load_runner
+    run = load_runner()
     out_dir = Path(out_dir) if out_dir is not None else _default_out()
     try:
         new = run(cfg, out_dir, overrides=recorded.get("overrides") or [])

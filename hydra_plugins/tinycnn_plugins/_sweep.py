@@ -30,6 +30,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
 from tinycnn.errors import ConfigError
+from tinycnn.lazy import import_torch
 from tinycnn.study import Heartbeat, StorageError, fail_stale_trials, job_storage, make_pruner, \
     mask, open_storage, pruner_settings, redact, retried_from, storage_failure, storage_url, \
     supports_heartbeat
@@ -325,12 +326,9 @@ class OptunaSweep:
         # Ctrl-C, SIGTERM (a scheduler, `kill`) or the pool's SIGINT to its worker.
         with stop_signals():
             try:
-                # torch's import runs Python called from C++ (pybind11): a KeyboardInterrupt
-                # raised in there cannot unwind and aborts the process ("terminate called after
-                # throwing ...", SIGABRT) with its trial RUNNING. So torch comes in here, before
-                # the first trial is asked, and a stop that lands meanwhile is raised after it.
-                with deferred_signals():
-                    import torch  # noqa: F401
+                # torch comes in here, before the first trial is asked: a stop inside its import
+                # would abort the process with the trial RUNNING; held, it is raised after it.
+                import_torch()
                 results = self._loop(study)
             except BaseException as exc:  # a stop between trials: close what this one asked
                 self._close_asked(study, exc)
