@@ -49,8 +49,8 @@ sys.meta_path.insert(0, StopInTorch())
 
 def stop_in_torch_env(tmp_path) -> dict:
     """sub_env() plus a sitecustomize.py on the path that sends each process SIGINT once, in the
-    middle of `import torch`: Python called from C++ (pybind11), where a KeyboardInterrupt
-    cannot unwind and aborts the process unless the stop is held until the import is done."""
+    middle of `import torch` (as torch.distributed comes in: a point in Python, so the stop
+    raises rather than aborts, and shows whether it was held until the import was done)."""
     hook = tmp_path / "stop_in_torch"
     hook.mkdir(exist_ok=True)
     (hook / "sitecustomize.py").write_text(STOP_IN_TORCH)

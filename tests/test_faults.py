@@ -172,7 +172,6 @@ def test_a_stop_is_one_line_and_the_baseline_is_enqueued_again(tmp_path, sig):
     assert trials[1].system_attrs["fixed_params"] == trials[0].params  # what enqueue stores
 
 
-
 def test_a_stop_while_torch_loads_is_held_until_torch_is_in(tmp_path):
     """tinycnn.lazy.import_torch, the one way tinycnn loads torch on demand (run.py, the sweeper,
     confirm's workers, reproduce, evaluate): a Ctrl-C landing inside the import is raised only
