@@ -3,12 +3,17 @@
 and recipe, timed in one invocation; then the peak memory of `python run.py model=paper`.
 
     python -m tinycnn.bench [--repeat N] [--skip-memory] [--limit N] [--device cuda]
+    python -m tinycnn.bench --threads [--repeat N] [--limit N]
+
+--threads times `python run.py model=paper` with threads=null (torch's default, one per core),
+threads=1 and threads=auto, on the machine as it is and next to one busy single-thread process.
 
 A VM's timings wander (+-15% between invocations minutes apart on the project's machine):
 --repeat N runs the two pipelines N times, alternating, and reports the medians.
 """
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -83,6 +88,54 @@ def peak_rss_mb(argv, env) -> float:
     return usage.ru_maxrss / 1024  # Linux reports KiB
 
 
+THREAD_SETTINGS = ("null", "1", "auto")  # torch's default (tinycnn's before auto), one, the rule
+
+
+def _train_seconds(setting: str, limit, out: Path) -> tuple[float, int]:
+    """(training seconds, threads used) of one `python run.py model=paper threads=SETTING`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    argv = [sys.executable, "run.py", "model=paper", f"threads={setting}", f"hydra.run.dir={out}"]
+    if limit:
+        argv.append(f"data.limit={limit}")
+    p = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{p.stderr[-2000:]}")
+    m = json.loads((out / "metrics.json").read_text())
+    return m["seconds"], m["worker"]["threads"]
+
+
+def threads_table(limit, repeat: int) -> None:
+    """The threads rule measured: each setting on this machine as it is, then next to one busy
+    single-thread process (a Python loop: one core taken, as by another 1-thread training)."""
+    import tempfile
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start; "
+          f"model=paper{f', data.limit={limit}' if limit else ''}, median of {repeat}")
+    print("| load | threads setting | threads used | training s | ratio to threads=1 |")
+    print("|---|---|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for load in ("idle", "one busy 1-thread process"):
+            busy = None
+            if load != "idle":
+                busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                time.sleep(1.0)  # running before the measured run starts
+            try:
+                times = {}
+                for k in range(repeat):
+                    for setting in THREAD_SETTINGS:
+                        out = Path(tmp) / f"{len(times)}-{k}-{setting}"
+                        times.setdefault(setting, []).append(_train_seconds(setting, limit, out))
+                one = statistics.median(t for t, _ in times["1"])
+                for setting in THREAD_SETTINGS:
+                    sec = statistics.median(t for t, _ in times[setting])
+                    used = "/".join(sorted({str(n) for _, n in times[setting]}))
+                    print(f"| {load} | {setting} | {used} | {sec:.1f} | {sec / one:.2f} |",
+                          flush=True)
+            finally:
+                if busy is not None:
+                    busy.terminate()
+                    busy.wait()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tinycnn.bench", description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
@@ -93,10 +146,14 @@ def main(argv=None):
     ap.add_argument("--skip-memory", action="store_true", help="only time the two pipelines")
     ap.add_argument("--device", default="cpu",
                     help="cpu (default) or cuda[:N]: where both pipelines train")
+    ap.add_argument("--threads", action="store_true",
+                    help="time the threads settings (null, 1, auto) idle and next to a busy core")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=paper train.lr=0.001")
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error(f"--repeat {args.repeat}: expected a whole number >= 1")
+    if args.threads:
+        return threads_table(args.limit, args.repeat)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         # Same images for both: all 60,000 training images (val_size=0), as the paper trains.
         over = ["data.val_size=0", "train.evals_per_epoch=0", *args.overrides]

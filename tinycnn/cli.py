@@ -2,7 +2,8 @@
 
   tinycnn compare [SOURCE ...]          table of runs / trials (default: the latest sweep)
   tinycnn confirm SOURCE [--top K]      retrain the top K configs over several seeds, rank them
-  tinycnn export --trial N --name NAME  a trial's network as conf/model/NAME.yaml
+  tinycnn export [SOURCE] --trial N --name NAME
+                                        a trial's network as conf/model/NAME.yaml
   tinycnn reproduce RUN_DIR             rerun a recorded run and compare its numbers
   tinycnn evaluate MODEL_PT             test accuracy of saved weights
 """
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", default=None, metavar="KEYS",
                    help="setting columns to show, comma-separated (e.g. res1.scale,train.lr), or "
                    "none (default: every setting that differs between the rows read)")
+    p.add_argument("--wide", action="store_true",
+                   help="every setting column, full notes and full run folders (the default "
+                   "table fits 120 columns)")
     p.add_argument("--no-group", action="store_true",
                    help="one row per run instead of one per config with mean ± std over seeds")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG",
@@ -88,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs trained side by side, each in its own process (default: 1; on a "
                    "machine of C cores, --jobs C --threads 1 is fastest)")
     p.add_argument("--threads", type=_positive, default=None, metavar="N",
-                   help="torch CPU threads per run (default: the recorded setting)")
+                   help="torch CPU threads per run (default: the recorded setting with --jobs 1, "
+                   "else cores // jobs)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="where the new runs and confirmed.json go (default: "
                    "outputs/confirm/<source>)")
@@ -107,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", type=int, default=None, metavar="N",
                    help="trial / job number to export (optional when the source is one run)")
     p.add_argument("--name", required=True, help="preset name: `python run.py model=NAME`")
-    p.add_argument("--from", dest="source", default=None, metavar="SOURCE",
-                   help=SOURCE_HELP + " (default: the latest sweep)")
+    p.add_argument("source", nargs="?", default=None, metavar="SOURCE",
+                   help=SOURCE_HELP + " (default: the latest sweep under outputs/multirun)")
+    p.add_argument("--from", dest="from_source", default=None, metavar="SOURCE",
+                   help="the same as SOURCE (kept for older scripts)")
     p.add_argument("--confirmed", action="store_true",
                    help="export the winner of `tinycnn confirm` on the same SOURCE (the config "
                    "ranked first by mean validation accuracy over seeds) instead of a trial")
@@ -205,6 +212,13 @@ def _collect(args, sources: list[str]):
     return found
 
 
+def _named(sources: list[str], outputs: Path) -> list[str]:
+    """The sources, or the latest sweep's folder when none was given: what confirm's folder is
+    named after (outputs/confirm/<its last part>), so export --confirmed finds it again."""
+    from tinycnn.results import latest_sweep
+    return sources or [str(latest_sweep(outputs))]
+
+
 def cmd_compare(args) -> int:
     from tinycnn import compare as C
     found = _collect(args, args.sources)
@@ -223,14 +237,23 @@ def cmd_compare(args) -> int:
     if args.top is not None:
         rows = rows[:max(args.top, 0)]
     _note(C.summary(found.runs) + f"; {len(rows)} row(s) shown")
-    if rows or args.format in ("json", "csv"):
+    footnotes = []
+    if rows and args.format == "table" and not args.wide:
+        text, footnotes = C.fit_table(rows, settings)
+        print(text)
+    elif rows or args.format in ("json", "csv"):
         print(C.format_rows(rows, args.format, settings))
     else:
         _note("no rows left to show after --where/--top.")
     if args.format in ("table", "markdown") and rows:
-        print("\nval/test %: mean ± std over the seeds of a config (pruned: val at the stop); "
-              "pareto: no other complete config is at least as accurate with no more parameters; "
-              "paper: the paper's network and recipe; baseline: a search's trial 0.")
+        import textwrap
+        legend = ("val/test %: mean ± std over the seeds of a config (pruned: val at the stop); "
+                  "pareto: no other complete config is at least as accurate with no more "
+                  "parameters; paper: the paper's network and recipe; baseline: a search's "
+                  "trial 0.")
+        print()
+        for line in [legend, *footnotes]:
+            print(textwrap.fill(line, C.WIDTH, subsequent_indent="  "))
     if args.plot is not None:
         from tinycnn.plot import DEFAULT_MAX_PARAMS, plot_rows
         budgets = args.max_params or found.budgets or [DEFAULT_MAX_PARAMS]
@@ -250,8 +273,12 @@ def cmd_confirm(args) -> int:
     rows = F.finalists(found, args.top)
     if not rows:
         raise TinycnnError(f"no complete runs in {where}: nothing to confirm.")
-    out = args.out or F.confirm_dir(args.sources, args.outputs)
-    jobs, folders = F.plan_jobs(rows, args.seeds, out, args.data_root, args.threads)
+    out = args.out or F.confirm_dir(_named(args.sources, args.outputs), args.outputs)
+    threads = args.threads
+    if threads is None and args.jobs > 1:  # side by side, each its share of the cores
+        from tinycnn.threads import cores
+        threads = max(1, cores() // args.jobs)
+    jobs, folders = F.plan_jobs(rows, args.seeds, out, args.data_root, threads)
     _note(f"top {len(rows)} config(s) of {where} by validation accuracy, {args.seeds} seed(s) "
           f"each: {len(jobs)} run(s) to train, the rest already recorded; new runs in "
           f"{display_path(out)}")
@@ -276,6 +303,11 @@ def cmd_confirm(args) -> int:
 def cmd_export(args) -> int:
     from tinycnn.export import export_trial, pick_trial
     from tinycnn.presets import find_conf_dir
+    if args.from_source is not None:
+        if args.source is not None and args.source != args.from_source:
+            raise TinycnnError(f"two sources, {args.source} and --from {args.from_source}: "
+                               "give one (SOURCE and --from are the same option).")
+        args.source = args.from_source
     conf_dir = find_conf_dir(args.conf_dir)
     where = args.source or "the latest sweep"
     confirmed = None
@@ -284,7 +316,8 @@ def cmd_export(args) -> int:
         from tinycnn.results import read_run
         if args.trial is not None:
             raise TinycnnError("--confirmed exports the confirmed winner: leave out --trial.")
-        confirmed = load_winner(confirm_dir([args.source] if args.source else [], args.outputs))
+        confirmed = load_winner(confirm_dir(_named([args.source] if args.source else [],
+                                                   args.outputs), args.outputs))
         run = read_run(Path(confirmed["dirs"][0]), source=where)
     else:
         found = _collect(args, [args.source] if args.source else [])

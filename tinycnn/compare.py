@@ -10,6 +10,7 @@ import io
 import json
 import math
 import operator
+import os
 import re
 from statistics import mean, stdev
 
@@ -277,31 +278,77 @@ def _trials(row: Row) -> str:
 
 
 def _setting_text(value) -> str:
+    """A setting as the human formats show it: floats to 4 significant digits (0.0348, not
+    0.034787724087021056); json and csv keep every digit."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
     return "-" if value is None else json.dumps(value) if isinstance(value, (list, dict)) \
         else str(value)
 
 
-def table_cells(rows: list[Row], settings: list[str],
-                ranked: bool = False) -> tuple[list[str], list[list[str]]]:
+def table_cells(rows: list[Row], settings: list[str], ranked: bool = False,
+                dirs_under: str | None = None) -> tuple[list[str], list[list[str]]]:
     """Header and text cells for the human formats (accuracies in percent); ranked: a first
-    column numbering the rows 1, 2, ..."""
+    column numbering the rows 1, 2, ...; dirs_under: run folders shown relative to it."""
     header = ["rank"] * ranked + ["trial", "state", "params", "val %", "test %", "sec", "seeds",
                                   *[short_name(k) for k in settings], "note", "dir"]
     body = []
     for i, r in enumerate(rows, 1):
-        body.append([str(i)] * ranked + [_trials(r), r.state, f"{r.params:,}" if r.params is not None else "-",
+        where = display_path(r.dir)
+        if dirs_under and r.dir is not None:
+            where = os.path.relpath(str(r.dir), dirs_under)
+        body.append([str(i)] * ranked + [_trials(r), r.state,
+                     f"{r.params:,}" if r.params is not None else "-",
                      _pct(r.stats["val_acc"]), _pct(r.stats["test_acc"]),
                      f"{r.seconds:.1f}" if r.seconds is not None else "-", str(r.n),
-                     *[_setting_text(r.settings.get(k)) for k in settings], _note(r),
-                     display_path(r.dir)])
+                     *[_setting_text(r.settings.get(k)) for k in settings], _note(r), where])
     return header, body
+
+
+WIDTH = 120  # the default table's width: a terminal, a CI log, a pasted issue
+
+
+def fit_table(rows: list[Row], settings: list[str], width: int = WIDTH) -> tuple[str, list[str]]:
+    """The table in `width` columns: run folders relative to their common parent, notes cut,
+    and as many setting columns as fit (in their order). Returns the text and footnote lines
+    (the parent, the columns left out)."""
+    dirs = [str(r.dir) for r in rows if r.dir is not None]
+    common = os.path.commonpath(dirs) if dirs else None
+    if common and len(dirs) == 1:
+        common = os.path.dirname(common)
+    notes = []
+    if common:
+        notes.append(f"dir: under {display_path(common)}")
+    # Left out first: the columns with the fewest distinct values (one value and some rows
+    # without it says least), the later of two alike.
+    distinct = {k: len({_setting_text(r.settings.get(k)) for r in rows
+                        if r.settings.get(k) is not None}) for k in settings}
+    drop_order = sorted(settings, key=lambda k: (distinct[k], -settings.index(k)))
+    kept = list(settings)
+    while True:
+        text = format_table(rows, kept, dirs_under=common, note_width=32)
+        if max(len(line) for line in text.splitlines()) <= width or not kept:
+            break
+        kept.remove(drop_order.pop(0))
+    if len(kept) < len(settings):
+        hidden = [short_name(k) for k in settings if k not in kept]
+        notes.append(f"{len(hidden)} setting column(s) not shown to fit {width} columns "
+                     f"({', '.join(hidden[:6])}{', ...' if len(hidden) > 6 else ''}): --wide "
+                     "shows all, --settings picks")
+    return text, notes
 
 
 NUMERIC = {"rank", "params", "val %", "test %", "sec", "seeds"}
 
 
-def format_table(rows: list[Row], settings: list[str], ranked: bool = False) -> str:
-    header, body = table_cells(rows, settings, ranked)
+def format_table(rows: list[Row], settings: list[str], ranked: bool = False,
+                 dirs_under: str | None = None, note_width: int | None = None) -> str:
+    header, body = table_cells(rows, settings, ranked, dirs_under)
+    if note_width:
+        at = header.index("note")
+        for cells in body:
+            if len(cells[at]) > note_width:
+                cells[at] = cells[at][:note_width - 1] + "…"
     widths = [max(len(c) for c in col) for col in zip(header, *body)]
     lines = []
     for cells in [header, *body]:

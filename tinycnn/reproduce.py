@@ -66,6 +66,9 @@ def reproduce(run_dir, out_dir=None, tolerance: float = 0.002, data_root=None) -
         notes.append(f"data.root {cfg.data.root} does not exist here; using TINYCNN_DATA={here}")
         cfg.data.root = here
 
+    used = (recorded.get("worker") or {}).get("threads")
+    if cfg.get("threads") in (None, "auto") and isinstance(used, int) and used > 0:
+        cfg.threads = used  # thread counts change the last digits: rerun with the recorded one
     from tinycnn.lazy import load_runner
     run = load_runner()
     out_dir = Path(out_dir) if out_dir is not None else _default_out()

@@ -193,15 +193,30 @@ def read_folder(folder: Path, into: Sources) -> None:
                           (f", {len(jobs) - read} skipped" if read < len(jobs) else ""))
 
 
+def _sweep_folders(folder: Path, depth: int = 0) -> list[Path]:
+    """Sweep folders at or below `folder`: those Hydra wrote a multirun.yaml in, or holding run
+    folders; a sweep's own folders are not searched further."""
+    try:
+        children = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return []
+    if (folder / "multirun.yaml").is_file() or any(is_run_dir(c) for c in children):
+        return [folder]
+    if depth >= _MAX_DEPTH:
+        return []
+    return [s for c in children for s in _sweep_folders(c, depth + 1)]
+
+
 def latest_sweep(outputs: Path = Path("outputs")) -> Path:
-    """The newest sweep folder under outputs/multirun (DATE/TIME names sort by time)."""
+    """The sweep folder under outputs/multirun, at any depth (DATE/TIME, or a name given with
+    hydra.sweep.dir), that changed last: a new trial folder or result file changes it."""
     root = Path(outputs) / "multirun"
-    dates = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
-    sweeps = [t for d in dates for t in sorted(d.iterdir()) if t.is_dir() and _job_dirs(t)]
+    sweeps = [s for s in (_sweep_folders(root) if root.is_dir() else []) if _job_dirs(s)]
     if not sweeps:
-        raise TinycnnError(f"no sweeps under {root}: run one (`python run.py -m ...`) or name a "
-                           "run folder, sweep folder or Optuna study to read.")
-    return sweeps[-1]
+        raise TinycnnError(f"no sweeps under {root} (searched every folder in it): run one "
+                           "(`python run.py -m ...`) or name a run folder, sweep folder or Optuna "
+                           "study to read.")
+    return max(sweeps, key=lambda s: (s.stat().st_mtime, str(s)))
 
 
 # --- Optuna studies -----------------------------------------------------------------------------

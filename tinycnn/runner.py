@@ -15,6 +15,7 @@ from tinycnn.record import config_key, machine, record_config, save_checkpoint, 
     write_json_atomic, write_text_atomic
 from tinycnn.schema import complete
 from tinycnn.train import check_train_cfg, evaluate, train
+from tinycnn import threads
 from tinycnn.errors import ConfigError
 
 log = logging.getLogger("tinycnn")
@@ -46,9 +47,7 @@ def _whole(name: str, value, low: int, what: str) -> int:
 def check_run_cfg(cfg) -> None:
     """The top-level settings: a seed of 1.5 is refused, not truncated to 1."""
     _whole("seed", cfg.get("seed"), 0, "a whole number >= 0 (e.g. seed=0)")
-    if cfg.get("threads") is not None:
-        _whole("threads", cfg.threads, 1, "a whole number of CPU threads >= 1, or null for "
-               "torch's default (one per core)")
+    threads.check(cfg.get("threads"))
 
 
 def _trial_reporter(cfg):
@@ -69,6 +68,8 @@ def run(cfg, out_dir, overrides=()) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, device, reporter, study_s = _set_up(cfg)
+    if reporter is not None:  # a sweep's trial: its run.log says what it is (console: one line)
+        log.info("overrides: %s", " ".join(overrides))
     log.info("%s", format_param_table(model))
     write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(record_config(cfg)))
     record = _new_record(cfg, model, device, overrides)
@@ -76,14 +77,17 @@ def run(cfg, out_dir, overrides=()) -> dict:
     record["timing"] = {"setup": time.perf_counter() - t0 - study_s, "report": study_s}
     data = _data(cfg, device, record)
     model.to(device)
+    started = time.perf_counter()
     try:
         result = train(model, data, cfg.train, cfg.seed,
                        on_eval=_validation(cfg, data, record, reporter))
     except BaseException as exc:
         pruned = type(exc).__name__ == "TrialPruned"
         h = record["history"]
+        # seconds: training until the stop, so a pruned or failed trial's cost shows too
         record.update(status="pruned" if pruned else "failed", test_acc=None,
-                      val_acc=h[-1]["val_acc"] if h else None)
+                      val_acc=h[-1]["val_acc"] if h else None,
+                      seconds=time.perf_counter() - started)
         if not pruned:
             record["error"] = f"{type(exc).__name__}: {exc}"
         write_json_atomic(out_dir / "metrics.json", record)
@@ -101,8 +105,7 @@ def _set_up(cfg):
     check_train_cfg(cfg.train)
     check_data_cfg(cfg.data)
     device = pick_device(str(cfg.device))
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    log.info("%s", threads.apply(cfg.get("threads")))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -151,6 +154,7 @@ def _validation(cfg, data, record, reporter):
                 reporter(len(record["history"]), val_acc, final=step == total_steps)
             finally:
                 timing["report"] += time.perf_counter() - t
+        return val_acc
     return on_eval
 
 
@@ -165,6 +169,8 @@ def _finish(cfg, out_dir: Path, data, result: dict, record: dict) -> dict:
     val_acc = h[-1]["val_acc"] if last_eval_at_end else (
         evaluate(model, data, data.val_x, data.val_y, cfg.train.eval_batch_size)
         if len(data.val_x) else None)
+    log.info("evaluating: %s%s test images", "" if last_eval_at_end or not len(data.val_x)
+             else f"{len(data.val_x):,} validation and ", f"{len(data.test_x):,}")
     test_acc = evaluate(model, data, data.test_x, data.test_y, cfg.train.eval_batch_size)
     timing["evaluate"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -1,5 +1,6 @@
 """The training loop: one plain PyTorch function, batches cut from a randperm."""
 
+import logging
 import math
 import time
 
@@ -9,6 +10,8 @@ from tqdm import tqdm
 
 from tinycnn.errors import ConfigError, Diverged
 from tinycnn.recipe import EMA, check_recipe, lr_at, make_optimizer
+
+log = logging.getLogger("tinycnn")
 
 
 def check_train_cfg(t) -> None:
@@ -37,13 +40,23 @@ def evaluate(model, data, x, y, batch_size: int = 1000) -> float:
     return correct.item() / max(len(x), 1)
 
 
+def _progress_line(epoch: int, epochs: int, step: int, total: int, seconds: float, loss: float,
+                   acc: float, val_acc) -> str:
+    """What a run says at each validation check where no progress bar can be drawn (a pipe,
+    nohup, CI): one plain line."""
+    val = "" if val_acc is None else f"  val {100 * val_acc:.2f}%"
+    return (f"epoch {epoch}/{epochs}  step {step:,}/{total:,} ({100 * step / total:.0f}%)  "
+            f"{seconds:.1f} s  loss {loss:.3f}  train {100 * acc:.2f}%{val}")
+
+
 def train(model, data, t, seed: int, on_eval=None) -> dict:
     """Train `model` on data.train_* with recipe `t` (conf/train). Returns the last epoch's running
     train accuracy and loss (as the paper reports), the wall time, and the model to evaluate: the
     EMA of the weights when t.ema is set, else `model` itself.
 
     on_eval(step, epoch, model) is called evals_per_epoch times per epoch, the last at the end of
-    each epoch; it may raise (a pruned Optuna trial) to stop training.
+    each epoch; it may raise (a pruned Optuna trial) to stop training, and returns the validation
+    accuracy. Progress: a bar on a terminal, else one plain line per check (or per epoch).
     """
     opt = make_optimizer(model, t)
     ema = EMA(model, t.ema) if t.ema else None
@@ -84,8 +97,14 @@ def train(model, data, t, seed: int, on_eval=None) -> dict:
                     raise Diverged(f"training diverged: the loss became {avg} by step {step} "
                                    f"(epoch {epoch + 1}); try a lower train.lr (now {t.lr})")
                 bar.set_postfix(loss=f"{avg:.3f}", acc=f"{correct.item() / seen:.3f}")
-            if b + 1 in eval_at and on_eval is not None:
-                on_eval(step, epoch + (b + 1) / n_batches, model if ema is None else ema.model)
+            checked = b + 1 in eval_at and on_eval is not None
+            val_acc = on_eval(step, epoch + (b + 1) / n_batches,
+                              model if ema is None else ema.model) if checked else None
+            if bar.disable and (checked or (b + 1 == n_batches and not eval_at)):
+                seen = min((b + 1) * bs, n)
+                log.info("%s", _progress_line(epoch + 1, t.epochs, step, total,
+                                              time.perf_counter() - start, loss_sum.item() / seen,
+                                              correct.item() / seen, val_acc))
         bar.close()
     return {"train_acc": correct.item() / n, "train_loss": loss_sum.item() / n,
             "seconds": time.perf_counter() - start, "steps": step,

@@ -681,10 +681,23 @@ _MISSING = object()
 
 def _constrain(trial: optuna.Trial, key: str, value: float) -> None:
     """trial.set_constraint, quiet for a retried trial: its copy of the failed trial's attributes
-    already holds the same constraint, and Optuna would warn that it keeps that one."""
+    already holds the same constraint, and Optuna would warn that it keeps that one.
+
+    Also the list of constraint values under the system attribute "constraints", Optuna's
+    format before 5.0 and the one optuna-dashboard (0.21) reads to show a trial as infeasible;
+    Optuna 5 writes "constraints:KEY" only. Optuna reads both, so its samplers see each
+    violation twice: every trial alike, which leaves feasibility and the order unchanged.
+    Written through the storage's public methods (Optuna 5.0 has no public Trial method for
+    a system attribute)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The constraint value is ignored")
         trial.set_constraint(key, value)
+    storage = trial.storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(trial.study.study_name), trial.number)
+    attrs = storage.get_trial_system_attrs(trial_id)
+    values = [v for k, v in attrs.items() if k.startswith("constraints:")]
+    storage.set_trial_system_attr(trial_id, "constraints", values)
 
 
 def _taken(study: optuna.Study) -> int:

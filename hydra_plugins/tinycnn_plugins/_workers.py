@@ -22,6 +22,8 @@ import threading
 import time
 from typing import List
 
+from tinycnn.threads import AUTO, cores
+
 log = logging.getLogger(__name__)
 
 WORKER_ENV = "TINYCNN_WORKER"   # "k/N" in a worker started here
@@ -101,14 +103,6 @@ def stop_signals():
         _stopping, _pending = False, None
 
 
-def cores() -> int:
-    """The cores this process may run on (taskset, cgroup cpusets), not the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def n_workers(value) -> int:
     """hydra.sweeper.n_workers: a whole number >= 1, or auto (one worker per core)."""
     if isinstance(value, str) and value.strip().lower() == "auto":
@@ -167,7 +161,7 @@ def run_pool(sweep, study) -> list:
     procs: List[subprocess.Popen] = []
     try:
         run_workers(sweep.n_workers, str(sweep.sweep_dir), procs,
-                    threads_set=OmegaConf.select(sweep.config, "threads") is not None)
+                    threads_set=OmegaConf.select(sweep.config, "threads") not in (None, AUTO))
         stopped = None
     except (WorkerFailed, KeyboardInterrupt) as exc:
         stopped = exc

@@ -75,8 +75,11 @@ class TinycnnOptunaSweeper(Sweeper):
         self.impl: Any = None
 
     def setup(self, *, hydra_context, task_function, config) -> None:
+        from tinycnn import console
+
         from ._sweep import OptunaSweep
 
+        console.tidy = True  # one line per trial on the console; the rest in its run.log
         self.impl = OptunaSweep(self.settings)
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
