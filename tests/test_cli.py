@@ -146,6 +146,7 @@ def test_compare_defaults_to_the_latest_sweep(sweep, tmp_path, capsys):
     shutil.copytree(sweep, outputs / "multirun" / "2030-01-02" / "09-00-00")
     older = outputs / "multirun" / "2030-01-01" / "23-00-00" / "0"
     shutil.copytree(sweep / "0", older)
+    os.utime(older.parent, (1e9, 1e9))  # the latest is the sweep that changed last
     code, out, err = tinycnn(capsys, "compare", "--outputs", outputs, "--format", "json")
     assert code == 0 and len(json.loads(out)) == 2
     assert "latest sweep" in err and "2030-01-02/09-00-00" in err
@@ -235,7 +236,7 @@ def test_compare_reads_a_study(study, capsys, tmp_path):
     assert [r["pareto"] for r in rows] == [r["trial"] == max(rows[:2], key=lambda x: x["val_acc"])
                                            ["trial"] for r in rows]
     code, out, err = tinycnn(capsys, "compare", "grid", "--storage", study, "--where",
-                             "state=infeasible")
+                             "state=infeasible", "--wide")
     assert code == 0 and "max_params 25,000" in out and "train.lr" in out.splitlines()[0]
     assert len(out.split("\n\n")[0].splitlines()) == 3  # header, rule, the infeasible trial
     code, out, err = tinycnn(capsys, "compare", "grid", "--storage", study, "--plot",
@@ -301,7 +302,7 @@ def test_compare_optuna_study_and_its_folder_agree(optuna_sweep, capsys, tmp_pat
     best = max(complete, key=lambda r: (r["val_acc"], -r["params"]))
     assert best["pareto"]
     # The searched widths show as columns under short names, and filter like any column.
-    code, out, _ = tinycnn(capsys, "compare", "small", "--storage", url)
+    code, out, _ = tinycnn(capsys, "compare", "small", "--storage", url, "--wide")
     assert code == 0 and "res1.scale" in out.splitlines()[0] and "initial.0.out" in out
     code, out, _ = tinycnn(capsys, "compare", "small", "--storage", url, "--settings",
                            "res1.scale,model.classifier.hidden")

@@ -255,7 +255,8 @@ def test_over_budget_is_never_trained_and_recorded_infeasible(tmp_path):
     paper = study.trials[0]  # the paper's network: 21,614 parameters, 21x the budget
     assert paper.user_attrs["baseline"] and paper.user_attrs["params"] == 21614
     assert paper.user_attrs["reason"] == "over budget: 21,614 parameters > max_params 1,000"
-    assert paper.constraints == {"over_budget": 21614 - 1000} and paper.values == [0.0]
+    assert paper.constraints["over_budget"] == 21614 - 1000 and paper.values == [0.0]
+    assert paper.system_attrs["constraints"] == [21614 - 1000]  # what optuna-dashboard reads
     assert all(t.user_attrs["params"] > 1000 for t in study.trials)
     assert "0 complete, 0 pruned, 0 failed, 6 infeasible (never trained)" in p.output
     assert "Launching" not in p.output  # nothing reached the launcher
@@ -272,7 +273,8 @@ def test_invalid_network_is_infeasible_in_a_journal_pareto_study(tmp_path):
     check_infeasible(study)
     t = study.trials[0]
     assert t.user_attrs["reason"].startswith("invalid model: model.blocks.res2.layers.0.groups = ")
-    assert t.user_attrs["params"] is None and t.constraints == {"invalid": 25000.0}
+    assert t.user_attrs["params"] is None and t.constraints["invalid"] == 25000.0
+    assert t.system_attrs["constraints"] == [25000.0]
     assert t.values == [0.0, 50000.0]  # dominated by any trained network under the budget
     assert study.best_trials == []  # and kept off the Pareto front by its constraint
 

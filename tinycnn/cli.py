@@ -239,7 +239,7 @@ def cmd_compare(args) -> int:
     _note(C.summary(found.runs) + f"; {len(rows)} row(s) shown")
     footnotes = []
     if rows and args.format == "table" and not args.wide:
-        text, footnotes = C.fit_table(rows, settings)
+        text, footnotes = C.fit_table(rows, settings, drop=args.settings is None)
         print(text)
     elif rows or args.format in ("json", "csv"):
         print(C.format_rows(rows, args.format, settings))

@@ -308,10 +308,11 @@ def table_cells(rows: list[Row], settings: list[str], ranked: bool = False,
 WIDTH = 120  # the default table's width: a terminal, a CI log, a pasted issue
 
 
-def fit_table(rows: list[Row], settings: list[str], width: int = WIDTH) -> tuple[str, list[str]]:
+def fit_table(rows: list[Row], settings: list[str], width: int = WIDTH,
+              drop: bool = True) -> tuple[str, list[str]]:
     """The table in `width` columns: run folders relative to their common parent, notes cut,
-    and as many setting columns as fit (in their order). Returns the text and footnote lines
-    (the parent, the columns left out)."""
+    and as many setting columns as fit (in their order; all of them when not `drop`, as when a
+    user named them). Returns the text and footnote lines (the parent, the columns left out)."""
     dirs = [str(r.dir) for r in rows if r.dir is not None]
     common = os.path.commonpath(dirs) if dirs else None
     if common and len(dirs) == 1:
@@ -327,7 +328,7 @@ def fit_table(rows: list[Row], settings: list[str], width: int = WIDTH) -> tuple
     kept = list(settings)
     while True:
         text = format_table(rows, kept, dirs_under=common, note_width=32)
-        if max(len(line) for line in text.splitlines()) <= width or not kept:
+        if max(len(line) for line in text.splitlines()) <= width or not kept or not drop:
             break
         kept.remove(drop_order.pop(0))
     if len(kept) < len(settings):
