@@ -27,8 +27,8 @@ from tinycnn.runner import run as run_config
     ("seed=1.5", "seed = 1.5: expected a whole number >= 0"),
     ("seed=abc", "seed = 'abc': expected a whole number >= 0"),
     ("seed=-1", "seed = -1: expected a whole number >= 0"),
-    ("threads=abc", "threads = 'abc': expected a whole number of CPU threads >= 1"),
-    ("threads=-1", "threads = -1: expected a whole number of CPU threads >= 1"),
+    ("threads=abc", "threads = 'abc': expected auto (one per idle core), a whole number"),
+    ("threads=-1", "threads = -1: expected auto (one per idle core), a whole number"),
     ("data.split_seed=abc", "data.split_seed = 'abc': expected a whole number >= 0"),
 ])
 def test_bad_top_level_values_are_refused_before_any_data(tmp_path, override, says):
