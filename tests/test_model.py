@@ -21,7 +21,7 @@ def paper():
 
 def test_paper_preset_matches_the_papers_table():
     m = build_model(paper())
-    # The paper's own breakdown (../shared/reference/paper.md), block by block.
+    # The paper's own breakdown ("CNN Model for MNIST Classification"), block by block.
     assert m.param_table() == {"initial": 824, "res1": 480, "transition": 132, "res2": 936,
                                "classifier": 19_242}
     assert m.num_params == 21_614
