@@ -29,6 +29,38 @@ RUN_ONLY = ("seed", "device", "threads", "data.root")
 EVAL_ONLY = ("evals_per_epoch", "eval_batch_size")
 
 
+# A run's status in metrics.json, and a trial's in the study: the one list.
+STATUSES = ("complete", "pruned", "failed", "infeasible", "running", "waiting")
+CONFIG, METRICS, WEIGHTS = "config.yaml", "metrics.json", "model.pt"  # a run folder's record
+
+
+def write_record(out_dir, cfg, metrics: dict) -> None:
+    """A run folder's config.yaml (from cfg, when given) and metrics.json, each atomically;
+    config_key is added to metrics from cfg. Used for runs that never trained (infeasible,
+    failed before training), whose config may hold what only a running job resolves."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg is not None:
+        try:
+            resolved = record_config(cfg)
+            metrics["config_key"] = config_key(resolved)
+        except Exception:  # an interpolation only a running job can resolve
+            resolved = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items()
+                        if k not in NOT_RECORDED}
+        write_text_atomic(out_dir / CONFIG, OmegaConf.to_yaml(resolved))
+    write_json_atomic(out_dir / METRICS, metrics)
+
+
+def read_metrics(out_dir) -> dict:
+    """A run folder's metrics.json as a dict; {} when it is absent or unreadable (a run that
+    stopped before it wrote one). Readers that must say why use results.read_run."""
+    try:
+        m = json.loads((Path(out_dir) / METRICS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return m if isinstance(m, dict) else {}
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

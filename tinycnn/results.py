@@ -18,10 +18,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from tinycnn.errors import TinycnnError
-from tinycnn.record import NOT_RECORDED, settings as _settings
+from tinycnn.record import NOT_RECORDED, STATUSES, settings as _settings
 
 DEFAULT_STORAGE = "sqlite:///outputs/optuna.db"
-STATES = ("complete", "pruned", "failed", "infeasible", "running", "waiting")
 _OPTUNA_STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed",
                   "RUNNING": "running", "WAITING": "waiting"}
 PRESET_GROUPS = ("model", "train", "data")
@@ -135,7 +134,7 @@ def read_run(path: Path, source: str = "") -> Run:
         raise DamagedRun("no metrics.json (still running, or stopped before it finished)")
     try:
         m = json.loads(metrics_path.read_text())
-        if not isinstance(m, dict) or m.get("status") not in STATES:
+        if not isinstance(m, dict) or m.get("status") not in STATUSES:
             raise ValueError("not a tinycnn metrics record (no valid 'status')")
     except (ValueError, UnicodeDecodeError) as exc:
         raise DamagedRun(f"corrupt metrics.json ({exc})") from exc

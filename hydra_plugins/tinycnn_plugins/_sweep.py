@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 
 from tinycnn.errors import ConfigError
 from tinycnn.lazy import import_torch
+from tinycnn.record import read_metrics, write_record
 from tinycnn.study import Heartbeat, StorageError, fail_stale_trials, job_storage, make_pruner, \
     mask, open_storage, pruner_settings, redact, retried_from, storage_failure, storage_url, \
     supports_heartbeat
@@ -497,7 +498,7 @@ class OptunaSweep:
                   for o in self.objectives]
         trial.set_user_attr("state", "infeasible")
         trial.set_user_attr("reason", reason)
-        self._write_record(out_dir, cfg, {
+        write_record(out_dir, cfg, {
             "status": "infeasible", "params": params, "params_by_block": table,
             "train_acc": None, "val_acc": None, "test_acc": None, "seconds": 0.0,
             "seed": cfg.get("seed"), "overrides": overrides, "history": [], "error": reason,
@@ -530,7 +531,7 @@ class OptunaSweep:
         out_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir)) if ret.hydra_cfg else c.dir
         if out_dir != c.dir:
             trial.set_user_attr("dir", str(out_dir))
-        metrics = _read_json(out_dir / "metrics.json")
+        metrics = read_metrics(out_dir)
         value = _outcome(ret)
         complete = ret.status == JobStatus.COMPLETED and isinstance(value, (int, float)) \
             and math.isfinite(value)
@@ -554,7 +555,7 @@ class OptunaSweep:
             reason = (f"{type(value).__name__}: {value}" if isinstance(value, BaseException)
                       else f"the job returned {value!r}, not a validation accuracy")
             if not metrics:  # failed before training: still leave a record in its folder
-                self._write_record(out_dir, None, {
+                write_record(out_dir, None, {
                     "status": "failed", "params": c.params, "params_by_block": c.params_by_block,
                     "val_acc": None, "test_acc": None, "overrides": c.overrides,
                     "error": reason, "trial": n})
@@ -592,20 +593,6 @@ class OptunaSweep:
                 "hydra.sweeper.max_failure_rate).")
 
     # ------------------------------------------------------------------ records
-    def _write_record(self, out_dir: Path, cfg: Optional[DictConfig], metrics: dict) -> None:
-        from tinycnn.record import NOT_RECORDED, config_key, record_config, write_json_atomic, \
-            write_text_atomic
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if cfg is not None:
-            try:
-                resolved = record_config(cfg)
-                metrics["config_key"] = config_key(resolved)
-            except Exception:  # an interpolation only a running job can resolve
-                resolved = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items()
-                            if k not in NOT_RECORDED}
-            write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(resolved))
-        write_json_atomic(out_dir / "metrics.json", metrics)
-
     def _summary(self, study: optuna.Study) -> dict:
         """optimization_results.yaml from the study's state, and the log lines. Workers sharing
         a sweep folder take turns (a file lock) to read the study and replace the file
@@ -752,14 +739,6 @@ def _whole(s: dict, key: str, low: int) -> int:
 def _plain(v):
     return OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) or \
         OmegaConf.is_list(v) else v
-
-
-def _read_json(path: Path) -> dict:
-    import json
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _outcome(ret: JobReturn) -> Any:
