@@ -13,7 +13,6 @@ A VM's timings wander (+-15% between invocations minutes apart on the project's 
 """
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -27,6 +26,7 @@ from hydra import compose, initialize_config_dir
 
 from tinycnn.data import load_mnist
 from tinycnn.model import build_model
+from tinycnn.record import read_metrics
 from tinycnn.recipe import lr_at, make_optimizer
 from tinycnn.train import train
 
@@ -100,7 +100,7 @@ def _train_seconds(setting: str, limit, out: Path) -> tuple[float, int]:
     p = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{p.stderr[-2000:]}")
-    m = json.loads((out / "metrics.json").read_text())
+    m = read_metrics(out)
     return m["seconds"], m["worker"]["threads"]
 
 

@@ -313,7 +313,7 @@ def cmd_export(args) -> int:
     confirmed = None
     if args.confirmed:
         from tinycnn.confirm import confirm_dir, load_winner
-        from tinycnn.results import read_run
+        from tinycnn.record import read_run
         if args.trial is not None:
             raise TinycnnError("--confirmed exports the confirmed winner: leave out --trial.")
         confirmed = load_winner(confirm_dir(_named([args.source] if args.source else [],

@@ -15,8 +15,8 @@ import re
 from statistics import mean, stdev
 
 from tinycnn.errors import TinycnnError
-from tinycnn.record import recipe
-from tinycnn.results import Run, display_path
+from tinycnn.record import Run, recipe, standing
+from tinycnn.results import display_path
 
 FORMATS = ("table", "markdown", "csv", "json")
 FIELDS = ("trial", "state", "params", "val_acc", "test_acc", "train_acc", "seconds", "n", "seed",
@@ -37,7 +37,7 @@ class Row:
         # A seed run twice (a sampler proposing the same network again, a rerun) is a repeat,
         # not another draw: mean and std are over distinct seeds, one run each.
         per_seed: dict = {}
-        for r in runs:
+        for r in sorted(runs, key=standing):  # record.standing: which run stands for a seed
             per_seed.setdefault(r.seed, r)
         self.seed_runs = list(per_seed.values())
         self.runs, self.n, self.repeats = runs, len(per_seed), len(runs) - len(per_seed)

@@ -23,7 +23,8 @@ from omegaconf import OmegaConf
 from tinycnn.compare import Row, csv_text, group
 from tinycnn.errors import TinycnnError
 from tinycnn.record import record_config, write_json_atomic
-from tinycnn.results import DamagedRun, Run, Sources, display_path, read_run
+from tinycnn.record import DamagedRun, Run, read_run
+from tinycnn.results import Sources, display_path
 
 RESULTS = "confirmed.json"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from tinycnn.errors import TinycnnError
-from tinycnn.record import load_checkpoint
+from tinycnn.record import CONFIG, load_checkpoint, load_config
 
 DEFAULT_EVAL_BATCH = 1000
 
@@ -29,9 +29,9 @@ class Evaluation:
 
 def _data_settings(path: Path, conf_dir) -> tuple[dict, int, str]:
     """(data config, eval batch size, where they came from) for the checkpoint at path."""
-    run_cfg = path.parent / "config.yaml"
-    if run_cfg.is_file():
-        cfg = OmegaConf.to_container(OmegaConf.load(run_cfg), resolve=False)
+    run_cfg = path.parent / CONFIG
+    cfg = load_config(run_cfg)  # None when there is none; DamagedRun when it is unreadable
+    if cfg is not None:
         data = cfg.get("data") or {}
         batch = (cfg.get("train") or {}).get("eval_batch_size", DEFAULT_EVAL_BATCH)
         return dict(data), int(batch), f"the run's {run_cfg}"
@@ -73,9 +73,12 @@ def evaluate_checkpoint(path, data_root=None, test_limit=None, batch_size=None, 
         "root": str(root or "./data"),
         "val_size": 0, "split_seed": 0, "limit": 1,  # only the test images are needed
         "test_limit": test_limit if test_limit is not None else data.get("test_limit"),
-        "mean": stats.get("mean", data.get("mean", 0.1307)),
-        "std": stats.get("std", data.get("std", 0.3081)),
+        "mean": stats.get("mean", data.get("mean")),
+        "std": stats.get("std", data.get("std")),
     })
+    if data_cfg.mean is None or data_cfg.std is None:  # conf/data/*.yaml holds them, nothing else
+        raise TinycnnError(f"{path} records no normalisation (data mean and std) and no config "
+                           "was found for it; pass --conf-dir (the conf/ folder of tinycnn).")
     if data_cfg.test_limit == 0:
         data_cfg.test_limit = None
     batch = batch_size or batch

@@ -12,7 +12,8 @@ from tinycnn.model import build_model, format_param_table
 from tinycnn.presets import default_preset, load_preset, preset_yaml
 from tinycnn.record import EVAL_ONLY, recipe
 from tinycnn.record import write_text_atomic
-from tinycnn.results import Run, Sources, display_path
+from tinycnn.record import Run
+from tinycnn.results import Sources, display_path
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import tempfile
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -207,3 +208,137 @@ def load_checkpoint(path) -> dict:
         raise TinycnnError(f"{path} is a tinycnn checkpoint of format version {ckpt['version']}; "
                            f"this tinycnn reads up to version {CHECKPOINT_VERSION}. Upgrade tinycnn.")
     return ckpt
+
+
+# --- reading a run folder back ---------------------------------------------------------------
+
+PRESET_GROUPS = ("model", "train", "data")
+
+
+@dataclass
+class Run:
+    """One trained (or attempted) configuration, whatever recorded it."""
+
+    trial: int | None
+    state: str
+    params: int | None = None
+    val_acc: float | None = None
+    test_acc: float | None = None
+    train_acc: float | None = None
+    seconds: float | None = None
+    seed: int | None = None
+    dir: Path | None = None
+    config: dict | None = None           # resolved config, no hydra node
+    config_key: str | None = None        # same for runs that differ only by seed
+    settings: dict = field(default_factory=dict)  # {dotted.key: value}, to show differences
+    overrides: list = field(default_factory=list)
+    params_by_block: dict | None = None
+    baseline: bool = False
+    reason: str | None = None            # why failed / infeasible
+    source: str = ""
+
+
+class DamagedRun(TinycnnError):
+    """A run folder whose record cannot be read."""
+
+
+def load_config(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        cfg = OmegaConf.load(path)
+        cfg = OmegaConf.to_container(cfg, resolve=False)
+    except Exception as exc:
+        raise DamagedRun(f"{path}: unreadable config.yaml ({exc})") from exc
+    if not isinstance(cfg, dict):
+        return None
+    return {k: v for k, v in cfg.items() if k not in NOT_RECORDED}
+
+
+def preset_choices(job: Path) -> dict:
+    """{"model": "paper", "train": "paper", "data": "mnist"}: the presets Hydra composed the run
+    from (its .hydra/hydra.yaml), so a table can say `model=small18k` and not only its widths."""
+    import yaml
+    path = job / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        with path.open() as f:
+            hydra = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        choices = hydra["hydra"]["runtime"]["choices"]
+    except Exception:  # Hydra's own file: helpful when readable, never a reason to skip a run
+        return {}
+    return {g: choices[g] for g in PRESET_GROUPS if isinstance(choices.get(g), str)}
+
+
+def config_key_of(config: dict | None) -> str | None:
+    if config is None:
+        return None
+    try:
+        return config_key(OmegaConf.create(config))
+    except Exception:  # an unresolvable interpolation (an infeasible trial's raw config)
+        return None
+
+
+def job_number(path: Path) -> int | None:
+    """Hydra's job folder <n>, or the Optuna sweeper's trial_<n>."""
+    name = path.name.removeprefix("trial_")
+    return int(name) if name.isdigit() else None
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in (METRICS, CONFIG, ".hydra"))
+
+
+def read_run(path: Path, source: str = "") -> Run:
+    """One run folder -> Run; raises DamagedRun saying why it cannot be read."""
+    path = Path(path)
+    metrics_path = path / METRICS
+    if not metrics_path.is_file():
+        raise DamagedRun("no metrics.json (still running, or stopped before it finished)")
+    try:
+        m = json.loads(metrics_path.read_text())
+        if not isinstance(m, dict) or m.get("status") not in STATUSES:
+            raise ValueError("not a tinycnn metrics record (no valid 'status')")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DamagedRun(f"corrupt metrics.json ({exc})") from exc
+    config = load_config(path / CONFIG)
+    return Run(
+        trial=m["trial"] if isinstance(m.get("trial"), int) else job_number(path),
+        state=m["status"],
+        params=m.get("params"),
+        val_acc=m.get("val_acc"),
+        test_acc=m.get("test_acc"),
+        train_acc=m.get("train_acc"),
+        seconds=m.get("seconds"),
+        seed=m.get("seed", (config or {}).get("seed")),
+        dir=path.resolve(),
+        config=config,
+        config_key=m.get("config_key") or config_key_of(config),
+        settings={**preset_choices(path), **(settings(config) if config else {})},
+        overrides=list(m.get("overrides") or []),
+        params_by_block=m.get("params_by_block"),
+        reason=m.get("error"),
+        source=source,
+    )
+
+# Which run stands for a configuration when several runs record it (a folder and a study naming
+# the same job, a seed run twice): the one rule every reader applies.
+_STANDING = {"complete": 0, "pruned": 1, "failed": 2, "infeasible": 3, "running": 4, "waiting": 5}
+
+
+def standing(run: Run) -> tuple:
+    """Sort key: the run that stands first. A finished run before an unfinished one, then the
+    earliest trial (the one trained first; later ones repeat it), then the folder's name."""
+    return (_STANDING.get(run.state, len(_STANDING)),
+            run.trial if run.trial is not None else float("inf"), str(run.dir or ""))
+
+
+def write_config(out_dir, cfg) -> None:
+    """config.yaml: the resolved config as record_config gives it, atomically."""
+    write_text_atomic(Path(out_dir) / CONFIG, OmegaConf.to_yaml(record_config(cfg)))
+
+
+def write_metrics(out_dir, metrics: dict) -> None:
+    """metrics.json, atomically: its presence with status complete means the run finished."""
+    write_json_atomic(Path(out_dir) / METRICS, metrics)

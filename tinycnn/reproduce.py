@@ -4,7 +4,6 @@ Same machine, same seed: the numbers must be identical (training is seeded and d
 Another machine or library version may differ in the last digits; a tolerance says how much is fine.
 """
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +12,7 @@ from omegaconf import OmegaConf
 
 from tinycnn.data import root_here
 from tinycnn.errors import TinycnnError
-from tinycnn.results import DamagedRun, read_run
+from tinycnn.record import CONFIG, DamagedRun, read_metrics, read_run
 
 COMPARED = ("train_acc", "val_acc", "test_acc", "train_loss")
 
@@ -41,14 +40,14 @@ def _default_out(root: Path = Path("outputs/reproduce")) -> Path:
 def reproduce(run_dir, out_dir=None, tolerance: float = 0.002, data_root=None) -> Reproduction:
     """Train RUN_DIR/config.yaml again into out_dir and compare its metrics with RUN_DIR's."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / CONFIG).is_file():
         raise TinycnnError(f"{run_dir} is not a run folder: it has no config.yaml (expected a "
                            "folder under outputs/ written by `python run.py`).")
     try:
         recorded_run = read_run(run_dir)
     except DamagedRun as exc:
         raise TinycnnError(f"{run_dir}: cannot read the recorded metrics: {exc}.") from None
-    recorded = json.loads((run_dir / "metrics.json").read_text())
+    recorded = read_metrics(run_dir)
     notes = []
     if recorded_run.state == "infeasible":
         raise TinycnnError(f"{run_dir} was infeasible ({recorded_run.reason or 'never trained'}): "
@@ -57,7 +56,7 @@ def reproduce(run_dir, out_dir=None, tolerance: float = 0.002, data_root=None) -
         notes.append("the recorded run was stopped early by the Optuna pruner; the rerun trains "
                      "to the end, so its numbers are expected to differ")
 
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg = OmegaConf.load(run_dir / CONFIG)
     if "optuna" in cfg:  # a rerun must not report to (or be pruned by) the study
         cfg.pop("optuna")
     if data_root is not None:

@@ -12,18 +12,17 @@ skipped with a reason, so one broken job never hides the rest of a sweep.
 import functools
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from tinycnn.errors import TinycnnError
-from tinycnn.record import NOT_RECORDED, STATUSES, settings as _settings
+from tinycnn.record import CONFIG, METRICS, DamagedRun, Run, config_key_of, is_run_dir, \
+    job_number, load_config, read_metrics, read_run, settings as _settings, standing
 
 DEFAULT_STORAGE = "sqlite:///outputs/optuna.db"
 _OPTUNA_STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed",
                   "RUNNING": "running", "WAITING": "waiting"}
-PRESET_GROUPS = ("model", "train", "data")
 _MAX_DEPTH = 4  # outputs/multirun/DATE/TIME/<n>: `compare outputs` finds every run
 
 
@@ -39,29 +38,6 @@ def display_path(p) -> str:
         return str(p)
 
 
-@dataclass
-class Run:
-    """One trained (or attempted) configuration, whatever recorded it."""
-
-    trial: int | None
-    state: str
-    params: int | None = None
-    val_acc: float | None = None
-    test_acc: float | None = None
-    train_acc: float | None = None
-    seconds: float | None = None
-    seed: int | None = None
-    dir: Path | None = None
-    config: dict | None = None           # resolved config, no hydra node
-    config_key: str | None = None        # same for runs that differ only by seed
-    settings: dict = field(default_factory=dict)  # {dotted.key: value}, to show differences
-    overrides: list = field(default_factory=list)
-    params_by_block: dict | None = None
-    baseline: bool = False
-    reason: str | None = None            # why failed / infeasible
-    source: str = ""
-
-
 class Sources:
     """Runs read from one or more sources, with what was skipped and what the sources said."""
 
@@ -72,97 +48,10 @@ class Sources:
         self.budgets: list[int] = []                # the studies' budgets (max_params), if recorded
 
 
-class DamagedRun(TinycnnError):
-    """A run folder whose record cannot be read."""
-
-
-def _load_config(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        cfg = OmegaConf.load(path)
-        cfg = OmegaConf.to_container(cfg, resolve=False)
-    except Exception as exc:
-        raise DamagedRun(f"{path}: unreadable config.yaml ({exc})") from exc
-    if not isinstance(cfg, dict):
-        return None
-    return {k: v for k, v in cfg.items() if k not in NOT_RECORDED}
-
-
-def _preset_choices(job: Path) -> dict:
-    """{"model": "paper", "train": "paper", "data": "mnist"}: the presets Hydra composed the run
-    from (its .hydra/hydra.yaml), so a table can say `model=small18k` and not only its widths."""
-    import yaml
-    path = job / ".hydra" / "hydra.yaml"
-    if not path.is_file():
-        return {}
-    try:
-        with path.open() as f:
-            hydra = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        choices = hydra["hydra"]["runtime"]["choices"]
-    except Exception:  # Hydra's own file: helpful when readable, never a reason to skip a run
-        return {}
-    return {g: choices[g] for g in PRESET_GROUPS if isinstance(choices.get(g), str)}
-
-
-def _config_key(config: dict | None) -> str | None:
-    if config is None:
-        return None
-    from tinycnn.record import config_key
-    try:
-        return config_key(OmegaConf.create(config))
-    except Exception:  # an unresolvable interpolation (an infeasible trial's raw config)
-        return None
-
-
-def _job_number(path: Path) -> int | None:
-    """Hydra's job folder <n>, or the Optuna sweeper's trial_<n>."""
-    name = path.name.removeprefix("trial_")
-    return int(name) if name.isdigit() else None
-
-
-def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / name).exists()
-                                 for name in ("metrics.json", "config.yaml", ".hydra"))
-
-
-def read_run(path: Path, source: str = "") -> Run:
-    """One run folder -> Run; raises DamagedRun saying why it cannot be read."""
-    path = Path(path)
-    metrics_path = path / "metrics.json"
-    if not metrics_path.is_file():
-        raise DamagedRun("no metrics.json (still running, or stopped before it finished)")
-    try:
-        m = json.loads(metrics_path.read_text())
-        if not isinstance(m, dict) or m.get("status") not in STATUSES:
-            raise ValueError("not a tinycnn metrics record (no valid 'status')")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DamagedRun(f"corrupt metrics.json ({exc})") from exc
-    config = _load_config(path / "config.yaml")
-    return Run(
-        trial=m["trial"] if isinstance(m.get("trial"), int) else _job_number(path),
-        state=m["status"],
-        params=m.get("params"),
-        val_acc=m.get("val_acc"),
-        test_acc=m.get("test_acc"),
-        train_acc=m.get("train_acc"),
-        seconds=m.get("seconds"),
-        seed=m.get("seed", (config or {}).get("seed")),
-        dir=path.resolve(),
-        config=config,
-        config_key=m.get("config_key") or _config_key(config),
-        settings={**_preset_choices(path), **(_settings(config) if config else {})},
-        overrides=list(m.get("overrides") or []),
-        params_by_block=m.get("params_by_block"),
-        reason=m.get("error"),
-        source=source,
-    )
-
-
 def _job_dirs(folder: Path, depth: int = 0) -> list[Path]:
     found = []
     children = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                      key=lambda p: (_job_number(p) is None, _job_number(p) or 0, p.name))
+                      key=lambda p: (job_number(p) is None, job_number(p) or 0, p.name))
     for child in children:
         if is_run_dir(child):
             found.append(child)
@@ -251,11 +140,11 @@ def _run_from_trial(trial, study_name: str) -> Run:
     config, metrics = None, {}
     if folder is not None and folder.is_dir():
         try:
-            config = _load_config(folder / "config.yaml")
-            metrics = json.loads((folder / "metrics.json").read_text())
-        except (DamagedRun, OSError, ValueError):
+            config = load_config(folder / CONFIG)
+        except DamagedRun:
             pass  # the study's own record is enough for a row
-    key = metrics.get("config_key") or _config_key(config) or \
+        metrics = read_metrics(folder)
+    key = metrics.get("config_key") or config_key_of(config) or \
         "params:" + json.dumps(trial.params, sort_keys=True, default=str)
     params = ua.get("params")
     return Run(
@@ -358,12 +247,13 @@ def collect(sources: list[str], storage: str = DEFAULT_STORAGE,
                                "Optuna storage file, or a study name).")
         else:
             read_study(text, storage, into)
-    # A sweep folder and its study name the same job folders: count each run once.
+    # A sweep folder and its study name the same job folders: count each run once, the one
+    # that stands for it by record.standing (whichever source was named first).
     seen: dict = {}
-    for run in into.runs:
+    for run in sorted(into.runs, key=standing):
         if run.dir is None or run.dir not in seen:
             seen[run.dir or id(run)] = run
         else:
             seen[run.dir].baseline |= run.baseline  # only the study knows it enqueued the paper
-    into.runs = list(seen.values())
+    into.runs = [r for r in into.runs if seen.get(r.dir or id(r)) is r]
     return into

@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from tinycnn.data import check_data_cfg, worker_data
 from tinycnn.model import build_model, format_param_table
-from tinycnn.record import config_key, machine, record_config, save_checkpoint, versions, \
-    write_json_atomic, write_text_atomic
+from tinycnn.record import WEIGHTS, config_key, machine, save_checkpoint, versions, \
+    write_config, write_metrics
 from tinycnn.schema import complete
 from tinycnn.train import check_train_cfg, evaluate, train
 from tinycnn import threads
@@ -71,7 +70,7 @@ def run(cfg, out_dir, overrides=()) -> dict:
     if reporter is not None:  # a sweep's trial: its run.log says what it is (console: one line)
         log.info("overrides: %s", " ".join(overrides))
     log.info("%s", format_param_table(model))
-    write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(record_config(cfg)))
+    write_config(out_dir, cfg)
     record = _new_record(cfg, model, device, overrides)
     # Where a trial's time goes besides training (python -m tinycnn.bench_sweep prints it).
     record["timing"] = {"setup": time.perf_counter() - t0 - study_s, "report": study_s}
@@ -90,7 +89,7 @@ def run(cfg, out_dir, overrides=()) -> dict:
                       seconds=time.perf_counter() - started)
         if not pruned:
             record["error"] = f"{type(exc).__name__}: {exc}"
-        write_json_atomic(out_dir / "metrics.json", record)
+        write_metrics(out_dir, record)
         raise
     return _finish(cfg, out_dir, data, result, record)
 
@@ -176,9 +175,9 @@ def _finish(cfg, out_dir: Path, data, result: dict, record: dict) -> dict:
     t = time.perf_counter()
     record.update(status="complete", train_acc=result["train_acc"], val_acc=val_acc,
                   test_acc=test_acc, train_loss=result["train_loss"], seconds=result["seconds"])
-    save_checkpoint(out_dir / "model.pt", model, cfg.model, cfg.data, record)
+    save_checkpoint(out_dir / WEIGHTS, model, cfg.model, cfg.data, record)
     timing["save"] = time.perf_counter() - t  # the checkpoint; metrics.json is written next
-    write_json_atomic(out_dir / "metrics.json", record)
+    write_metrics(out_dir, record)
     fmt = lambda a: "n/a" if a is None else f"{100 * a:.2f}%"  # noqa: E731
     log.info(f"train {fmt(record['train_acc'])}  val {fmt(val_acc)}  test {fmt(test_acc)}  "
              f"({record['seconds']:.1f} s training, {model.num_params:,} params)  -> {out_dir}")
