@@ -134,9 +134,9 @@ def test_weight_decay_skips_norms_and_biases():
 def test_bad_recipe_values_name_the_key():
     for key, value, words in [("optimizer", "lion", "adam, adamw, sgd"),
                               ("schedule", "cosine", "onecycle"),
-                              ("warmup", 1.5, "from 0 to 1"),
-                              ("label_smoothing", -0.1, "from 0 to 1"),
-                              ("ema", 1.0, "between 0 and 1"),
+                              ("warmup", 1.5, ">= 0 and <= 1"),
+                              ("label_smoothing", -0.1, ">= 0 and <= 1"),
+                              ("ema", 1.0, ">= 0 and < 1"),
                               ("weight_decay", float("nan"), ">= 0")]:
         with pytest.raises(ConfigError, match=f"train.{key} = .*{words}"):
             check_train_cfg(recipe(**{key: value}))

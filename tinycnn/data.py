@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from tinycnn.errors import ConfigError, TinycnnError
+from tinycnn.checks import fail, number, whole
+from tinycnn.errors import TinycnnError
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -53,20 +54,16 @@ def root_here(recorded_root) -> str | None:
 def check_data_cfg(data_cfg) -> None:
     """Fail before loading anything if the split cannot work."""
     val = data_cfg.val_size
-    if isinstance(val, bool) or not isinstance(val, int) or not 0 <= val < TRAIN_SIZE:
-        raise ConfigError(f"data.val_size = {val!r}: expected a whole number from 0 (train on all "
-                          f"{TRAIN_SIZE:,} images, as the paper did) to {TRAIN_SIZE - 1:,}")
+    whole("data.val_size", val, 0, f" (0: train on all {TRAIN_SIZE:,} images, as the paper did)")
+    if val >= TRAIN_SIZE:
+        fail("data.val_size", val, f"expected a whole number from 0 to {TRAIN_SIZE - 1:,}")
     for key in ("limit", "test_limit"):
-        v = data_cfg.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ConfigError(f"data.{key} = {v!r}: expected a positive number of images, "
-                              "or null for all of them")
-    split = data_cfg.get("split_seed")
-    if isinstance(split, bool) or not isinstance(split, int) or split < 0:
-        raise ConfigError(f"data.split_seed = {split!r}: expected a whole number >= 0 (it "
-                          "fixes which training images are held out for validation)")
-    if not data_cfg.std > 0:
-        raise ConfigError(f"data.std = {data_cfg.std!r}: expected a positive number")
+        if data_cfg.get(key) is not None:
+            whole(f"data.{key}", data_cfg.get(key), 1, " (images), or null for all of them")
+    whole("data.split_seed", data_cfg.get("split_seed"), 0,
+          " (it fixes which training images are held out for validation)")
+    number("data.mean", data_cfg.mean)
+    number("data.std", data_cfg.std, 0, above_low=True)
 
 
 def _idx_layout(name: str) -> tuple[int, tuple]:

@@ -16,6 +16,7 @@ from torch import nn
 
 from tinycnn.blocks import (ACTIVATIONS, Classifier, ConvBlock, ConvLayer, ResidualBlock, count,
                             norm2d)
+from tinycnn.checks import choice, fail, flag, known, number, whole
 from tinycnn.errors import ConfigError
 
 MODEL_FIELDS = {"in_channels", "image_size", "num_classes", "activation", "negative_slope", "norm",
@@ -34,41 +35,6 @@ HEAD_NORMS = ("sample", "batch", "none")
 # a typo such as out=1000000 or repeat=10000 gets there.
 MAX_PARAMS = 1_000_000
 _LIST_COPIES = 1000  # identical repeats beyond this are one row of the parameter table
-
-
-def _fail(where: str, value, why: str):
-    raise ConfigError(f"{where} = {value!r}: {why}")
-
-
-def _int(where, value, low=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        _fail(where, value, f"expected a whole number >= {low}")
-    return value
-
-
-def _choice(where, value, choices):
-    if value not in choices:
-        _fail(where, value, f"expected one of {', '.join(map(str, choices))}")
-    return value
-
-
-def _bool(where, value):
-    if not isinstance(value, bool):
-        _fail(where, value, "expected true or false")
-    return value
-
-
-def _number(where, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        _fail(where, value, "expected a finite number")
-    return float(value)
-
-
-def _known(where, cfg: Mapping, allowed: set):
-    unknown = sorted(set(cfg) - allowed)
-    if unknown:
-        _fail(f"{where}.{unknown[0]}", cfg[unknown[0]],
-              f"unknown field; the fields here are {', '.join(sorted(allowed))}")
 
 
 def _divisors(n: int) -> str:
@@ -154,21 +120,21 @@ def _layers(where, block) -> list:
     """The block's layer specs: its `layers`, or the stage shorthand expanded."""
     if "layers" in block:
         if "width" in block or "convs" in block:
-            _fail(f"{where}.width", block.get("width"), "give either layers or width and convs, "
+            fail(f"{where}.width", block.get("width"), "give either layers or width and convs, "
                   "not both")
         layers = block["layers"]
         if not isinstance(layers, list) or not layers:
-            _fail(f"{where}.layers", layers, "expected a non-empty list of {out, kernel, groups}")
+            fail(f"{where}.layers", layers, "expected a non-empty list of {out, kernel, groups}")
         for field in ("kernel", "groups"):
             if field in block:
-                _fail(f"{where}.{field}", block[field], "a block with layers sets kernel and "
+                fail(f"{where}.{field}", block[field], "a block with layers sets kernel and "
                       "groups per layer")
         return layers
     if "width" not in block:
-        _fail(where, dict(block), "expected layers (a list of {out, kernel, groups}) or a stage "
+        fail(where, dict(block), "expected layers (a list of {out, kernel, groups}) or a stage "
               "(width, convs, kernel, groups)")
-    width = _int(f"{where}.width", block["width"])
-    convs = _int(f"{where}.convs", block.get("convs", 1))
+    width = whole(f"{where}.width", block["width"])
+    convs = whole(f"{where}.convs", block.get("convs", 1))
     kernel, groups = block.get("kernel", 3), block.get("groups", 1)
     return [{"out": width, "kernel": kernel, "groups": 1}] + \
         [{"out": width, "kernel": kernel, "groups": groups}] * (convs - 1)
@@ -180,22 +146,22 @@ def _conv_layers(where, block, specs, residual: bool, c_in: int) -> List[Layer]:
     for i, layer in enumerate(specs):
         lw = f"{where}.layers.{i}" if "layers" in block else where
         if not isinstance(layer, Mapping):
-            _fail(lw, layer, "expected a mapping {out, kernel, groups}")
-        _known(lw, layer, LAYER_FIELDS)
+            fail(lw, layer, "expected a mapping {out, kernel, groups}")
+        known(lw, layer, LAYER_FIELDS)
         # out null keeps the incoming width: a residual block's last layer returns to the
         # block's input width, so the shortcut stays an identity.
         last_residual = residual and i == len(specs) - 1
         out = layer.get("out")
-        out = (c_in if last_residual else c) if out is None else _int(f"{lw}.out", out)
-        kernel = _int(f"{lw}.kernel", layer.get("kernel", 3))
+        out = (c_in if last_residual else c) if out is None else whole(f"{lw}.out", out)
+        kernel = whole(f"{lw}.kernel", layer.get("kernel", 3))
         if kernel % 2 == 0:
-            _fail(f"{lw}.kernel", kernel, "expected an odd kernel (1, 3, 5, 7, ...) so 'same' "
+            fail(f"{lw}.kernel", kernel, "expected an odd kernel (1, 3, 5, 7, ...) so 'same' "
                   "padding keeps the image size")
-        groups = _int(f"{lw}.groups", layer.get("groups", 1))
+        groups = whole(f"{lw}.groups", layer.get("groups", 1))
         if c % groups or out % groups:
             fits = f"divisors of {c}: {_divisors(c)}" + \
                 (f"; of {out}: {_divisors(out)}" if out != c else "")
-            _fail(f"{lw}.groups", groups, f"groups must divide both the input ({c}) and output "
+            fail(f"{lw}.groups", groups, f"groups must divide both the input ({c}) and output "
                   f"({out}) channels; {fits}")
         layers.append(Layer(c, out, kernel, groups, not last_residual))
         c = out
@@ -208,46 +174,46 @@ def plan(model_cfg) -> Plan:
     # a copy: the defaults filled in below must not change the caller's config
     cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) \
         else copy.deepcopy(dict(model_cfg))
-    _known("model", cfg, MODEL_FIELDS)
+    known("model", cfg, MODEL_FIELDS)
     for field in ("blocks", "classifier"):
         if not isinstance(cfg.get(field), Mapping):
-            _fail(f"model.{field}", cfg.get(field), "expected a mapping (see conf/model/paper.yaml)")
-    channels = _int("model.in_channels", cfg.setdefault("in_channels", 1))
-    size = _int("model.image_size", cfg.setdefault("image_size", 28))
-    classes = _int("model.num_classes", cfg.setdefault("num_classes", 10), low=2)
-    _choice("model.activation", cfg.setdefault("activation", "relu"), tuple(ACTIVATIONS))
-    _number("model.negative_slope", cfg.setdefault("negative_slope", 0.01))
-    norm = _choice("model.norm", cfg.setdefault("norm", "batch"), NORMS)
-    _bool("model.running_stats", cfg.setdefault("running_stats", True))
-    _int("model.max_params", cfg.setdefault("max_params", MAX_PARAMS))
+            fail(f"model.{field}", cfg.get(field), "expected a mapping (see conf/model/paper.yaml)")
+    channels = whole("model.in_channels", cfg.setdefault("in_channels", 1))
+    size = whole("model.image_size", cfg.setdefault("image_size", 28))
+    classes = whole("model.num_classes", cfg.setdefault("num_classes", 10), low=2)
+    choice("model.activation", cfg.setdefault("activation", "relu"), tuple(ACTIVATIONS))
+    number("model.negative_slope", cfg.setdefault("negative_slope", 0.01))
+    norm = choice("model.norm", cfg.setdefault("norm", "batch"), NORMS)
+    flag("model.running_stats", cfg.setdefault("running_stats", True))
+    whole("model.max_params", cfg.setdefault("max_params", MAX_PARAMS))
 
     blocks, copies = [], []
     for name, block in cfg["blocks"].items():
         where = f"model.blocks.{name}"
         if not isinstance(block, Mapping):
-            _fail(where, block, "expected a mapping with type and layers")
-        kind = _choice(f"{where}.type", block.get("type"), tuple(BLOCK_FIELDS))
-        _known(where, block, BLOCK_FIELDS[kind])
+            fail(where, block, "expected a mapping with type and layers")
+        kind = choice(f"{where}.type", block.get("type"), tuple(BLOCK_FIELDS))
+        known(where, block, BLOCK_FIELDS[kind])
         specs = _layers(where, block)
-        pool = _int(f"{where}.pool", block.get("pool", 1))
-        repeat = _int(f"{where}.repeat", block.get("repeat", 1), low=0)
+        pool = whole(f"{where}.pool", block.get("pool", 1))
+        repeat = whole(f"{where}.repeat", block.get("repeat", 1), low=0)
         residual = kind == "residual"
-        scale = _number(f"{where}.scale", block.get("scale", 1.0)) if residual else 0.0
-        projection = residual and _bool(f"{where}.projection", block.get("projection", False))
-        out_act = residual and _bool(f"{where}.out_act", block.get("out_act", True))
+        scale = number(f"{where}.scale", block.get("scale", 1.0)) if residual else 0.0
+        projection = residual and flag(f"{where}.projection", block.get("projection", False))
+        out_act = residual and flag(f"{where}.out_act", block.get("out_act", True))
         done = 0  # copies planned so far
         while done < repeat:
             c_in = channels
             layers = _conv_layers(where, block, specs, residual, c_in)
             c = layers[-1].c_out
             if residual and scale and c != c_in and not projection:
-                _fail(f"{where}.layers.{len(specs) - 1}.out" if "layers" in block
+                fail(f"{where}.layers.{len(specs) - 1}.out" if "layers" in block
                       else f"{where}.width", c,
                       f"the residual block's output width ({c}) differs from its input width "
                       f"({c_in}), so x cannot be added; set it to {c_in}, set "
                       f"{where}.projection: true for a 1x1 conv shortcut, or scale: 0 for none")
             if pool > size:
-                _fail(f"{where}.pool", pool, f"the image is only {size}x{size} at this point")
+                fail(f"{where}.pool", pool, f"the image is only {size}x{size} at this point")
             size //= pool
             shortcut = residual and scale != 0 and c != c_in
             b = BlockPlan(name, done, kind, layers, c_in, c, size, pool, scale, shortcut, out_act)
@@ -262,14 +228,14 @@ def plan(model_cfg) -> Plan:
             done += k
 
     head = cfg["classifier"]
-    _known("model.classifier", head, CLASSIFIER_FIELDS)
-    kind = _choice("model.classifier.type", head.setdefault("type", "flatten"), HEAD_TYPES)
-    hidden = _int("model.classifier.hidden", head.setdefault("hidden", 0), low=0)
-    head_norm = _choice("model.classifier.norm", head.setdefault("norm", "none"), HEAD_NORMS)
+    known("model.classifier", head, CLASSIFIER_FIELDS)
+    kind = choice("model.classifier.type", head.setdefault("type", "flatten"), HEAD_TYPES)
+    hidden = whole("model.classifier.hidden", head.setdefault("hidden", 0), low=0)
+    head_norm = choice("model.classifier.norm", head.setdefault("norm", "none"), HEAD_NORMS)
     names = [b.name(i) for b, k in zip(blocks, copies) for i in range(min(k, 2))]
     if len(set(names)) != len(names) or "classifier" in names:
         dup = next(n for n in names if names.count(n) > 1 or n == "classifier")
-        _fail("model.blocks", dup, "block names must be unique and not 'classifier'")
+        fail("model.blocks", dup, "block names must be unique and not 'classifier'")
     features = channels if kind == "gap" else channels * size * size
     head_params = (features * hidden + hidden + (2 * hidden if head_norm != "none" else 0)
                    + hidden * classes + classes) if hidden else features * classes + classes

@@ -10,6 +10,7 @@ import math
 import torch
 from torch import nn
 
+from tinycnn.checks import choice, flag, number
 from tinycnn.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -21,31 +22,19 @@ ONECYCLE_DIV = 25.0  # onecycle starts at lr / 25, as torch's OneCycleLR (div_fa
 
 def check_recipe(t) -> None:
     """Fail before any data is loaded if the recipe cannot work."""
-    _choice("optimizer", t.optimizer, OPTIMIZERS)
-    _choice("schedule", t.schedule, SCHEDULES)
-    for key, low, high in (("weight_decay", 0, None), ("momentum", 0, 1), ("warmup", 0, 1),
-                           ("final_lr", 0, 1), ("label_smoothing", 0, 1)):
-        v = t[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or v < low or (high is not None and v > high) or (key == "momentum" and v == 1):
-            span = f"from {low} to {high}" if high is not None else f">= {low}"
-            raise ConfigError(f"train.{key} = {v!r}: expected a number {span}"
-                              + (" (below 1)" if key == "momentum" else ""))
-    if not isinstance(t.nesterov, bool):
-        raise ConfigError(f"train.nesterov = {t.nesterov!r}: expected true or false")
+    choice("train.optimizer", t.optimizer, OPTIMIZERS)
+    choice("train.schedule", t.schedule, SCHEDULES)
+    number("train.weight_decay", t.weight_decay, 0)
+    number("train.momentum", t.momentum, 0, 1, below_high=True)
+    for key in ("warmup", "final_lr", "label_smoothing"):
+        number(f"train.{key}", t[key], 0, 1)
+    flag("train.nesterov", t.nesterov)
     if t.nesterov and (t.optimizer != "sgd" or t.momentum == 0):
         raise ConfigError(f"train.nesterov = true with optimizer {t.optimizer} and momentum "
                           f"{t.momentum}: Nesterov needs optimizer sgd and momentum > 0")
-    ema = t.ema
-    if ema is not None and (isinstance(ema, bool) or not isinstance(ema, (int, float))
-                            or not 0 <= ema < 1):
-        raise ConfigError(f"train.ema = {ema!r}: expected a decay between 0 and 1 (e.g. 0.99), "
-                          "or 0 or null for no EMA")
-
-
-def _choice(key, value, choices):
-    if value not in choices:
-        raise ConfigError(f"train.{key} = {value!r}: expected one of {', '.join(choices)}")
+    if t.ema is not None:
+        number("train.ema", t.ema, 0, 1, below_high=True,
+               hint=" (a decay, e.g. 0.99), or 0 or null for no EMA")
 
 
 def make_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:

@@ -15,6 +15,7 @@ from tinycnn.record import WEIGHTS, config_key, machine, save_checkpoint, versio
 from tinycnn.schema import complete
 from tinycnn.train import check_train_cfg, evaluate, train
 from tinycnn import threads
+from tinycnn.checks import whole
 from tinycnn.errors import ConfigError
 
 log = logging.getLogger("tinycnn")
@@ -37,15 +38,9 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def _whole(name: str, value, low: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{name} = {value!r}: expected {what}")
-    return value
-
-
 def check_run_cfg(cfg) -> None:
     """The top-level settings: a seed of 1.5 is refused, not truncated to 1."""
-    _whole("seed", cfg.get("seed"), 0, "a whole number >= 0 (e.g. seed=0)")
+    whole("seed", cfg.get("seed"), 0, " (e.g. seed=0)")
     threads.check(cfg.get("threads"))
 
 

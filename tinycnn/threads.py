@@ -10,7 +10,7 @@ takes one thread per idle core (at least one). `docs/benchmarks.md` has the meas
 import os
 import time
 
-from tinycnn.errors import ConfigError
+from tinycnn.checks import fail
 
 AUTO = "auto"
 SAMPLE_S = 0.2  # how long /proc/stat is watched to count busy cores: long enough for a
@@ -30,8 +30,8 @@ def check(value) -> None:
     if value is None or value == AUTO:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"threads = {value!r}: expected auto (one per idle core), a whole "
-                          "number of CPU threads >= 1, or null (torch's default: one per core)")
+        fail("threads", value, "expected auto (one per idle core), a whole number of CPU "
+             "threads >= 1, or null (torch's default: one per core)")
 
 
 def _cpu_times() -> tuple[int, int] | None:

@@ -8,23 +8,20 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from tinycnn.errors import ConfigError, Diverged
+from tinycnn.checks import number, whole
+from tinycnn.errors import Diverged
 from tinycnn.recipe import EMA, check_recipe, lr_at, make_optimizer
 
 log = logging.getLogger("tinycnn")
 
 
 def check_train_cfg(t) -> None:
-    checks = {"lr": t.lr > 0, "batch_size": isinstance(t.batch_size, int) and t.batch_size > 0,
-              "epochs": isinstance(t.epochs, int) and t.epochs > 0,
-              "T_max": t.T_max > 0, "eta_min": t.eta_min >= 0,
-              "evals_per_epoch": isinstance(t.evals_per_epoch, int) and t.evals_per_epoch >= 0,
-              "eval_batch_size": isinstance(t.eval_batch_size, int) and t.eval_batch_size > 0}
-    for key, ok in checks.items():
-        if not ok:
-            kind = "a whole number" if key not in ("lr", "T_max", "eta_min") else "a number"
-            low = ">= 0" if key in ("eta_min", "evals_per_epoch") else "> 0"
-            raise ConfigError(f"train.{key} = {t[key]!r}: expected {kind} {low}")
+    number("train.lr", t.lr, 0, above_low=True)  # inf refused here, not found out by training
+    for key in ("batch_size", "epochs", "eval_batch_size"):
+        whole(f"train.{key}", t[key], 1)
+    whole("train.evals_per_epoch", t.evals_per_epoch, 0)
+    number("train.T_max", t.T_max, 0, above_low=True)
+    number("train.eta_min", t.eta_min, 0)
     check_recipe(t)
 
 
