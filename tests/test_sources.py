@@ -98,3 +98,27 @@ def test_export_takes_its_source_as_compare_does(sweep, tmp_path, capsys):
     code, _, err = tinycnn(capsys, "export", sweep, "--from", tmp_path, "--trial", 0,
                            "--name", "c", "--conf-dir", conf)
     assert code == 2 and "give one (SOURCE and --from are the same option)" in err
+
+
+def test_one_bad_record_is_skipped_and_counted_not_fatal(sweep, tmp_path, capsys):
+    """A metrics.json with a string where a number belongs breaks nothing but its own row."""
+    import json
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    bad = copy / "trial_1" / "metrics.json"
+    m = json.loads(bad.read_text())
+    m["val_acc"] = "high"
+    bad.write_text(json.dumps(m))
+    says = "metrics.json field 'val_acc' = 'high': expected an accuracy from 0 to 1"
+    code, out, err = tinycnn(capsys, "compare", copy, "--format", "json")
+    assert code == 0, err
+    assert "skipped 1 damaged run folder(s)" in err and says in err
+    assert 1 not in [r["trial"] for r in json.loads(out)] and len(json.loads(out)) == 3
+    code, out, err = tinycnn(capsys, "confirm", copy, "--top", "1", "--seeds", "1", "--out",
+                             tmp_path / "confirm")
+    assert code == 0 and says in err, err
+    conf = tmp_path / "conf"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "conf", conf)
+    code, _, err = tinycnn(capsys, "export", copy, "--trial", 0, "--name", "ok", "--conf-dir",
+                           conf)
+    assert code == 0 and says in err, err

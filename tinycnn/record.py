@@ -3,11 +3,10 @@ half-written file (each goes to a temporary file first, then os.replace puts it 
 
 import hashlib
 import json
+import math
 import os
-import platform
 import tempfile
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -145,35 +144,6 @@ def recipe(train: dict | None) -> dict | None:
     return None if train is None else {k: v for k, v in train.items() if k not in EVAL_ONLY}
 
 
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("tinycnn", "torch", "torchvision", "hydra-core", "omegaconf", "optuna", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def machine(device) -> dict:
-    """Where a run trained: the processor, the instruction set torch's CPU kernels use (AVX2,
-    AVX512, ...: two such sets give different last bits, so different numbers after an epoch),
-    and the GPU when it trained on one."""
-    import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    out = {"cpu": cpu, "cpu_kernels": torch.backends.cpu.get_cpu_capability()}
-    if device.type == "cuda":
-        out["gpu"] = torch.cuda.get_device_name(device)
-    return out
-
-
 def save_checkpoint(path, model, model_cfg, data_cfg, metrics: dict) -> None:
     """Weights plus everything needed to rebuild them: opens with torch.load(weights_only=True)."""
     import torch  # here, not at the top: reading records (tinycnn compare) needs no torch
@@ -302,6 +272,7 @@ def read_run(path: Path, source: str = "") -> Run:
             raise ValueError("not a tinycnn metrics record (no valid 'status')")
     except (ValueError, UnicodeDecodeError) as exc:
         raise DamagedRun(f"corrupt metrics.json ({exc})") from exc
+    _check_fields(m)
     config = load_config(path / CONFIG)
     return Run(
         trial=m["trial"] if isinstance(m.get("trial"), int) else job_number(path),
@@ -321,6 +292,41 @@ def read_run(path: Path, source: str = "") -> Run:
         reason=m.get("error"),
         source=source,
     )
+
+# What each field of metrics.json must hold when present (null is always allowed): a record
+# edited by hand or written by other code is refused in one line, never a traceback later.
+_FIELDS = {"params": "a whole number >= 0", "seed": "a whole number >= 0",
+           "trial": "a whole number >= 0", "seconds": "a number >= 0",
+           "train_acc": "an accuracy from 0 to 1", "val_acc": "an accuracy from 0 to 1",
+           "test_acc": "an accuracy from 0 to 1", "train_loss": "a number",
+           "overrides": "a list of overrides", "params_by_block": "a table of blocks",
+           "error": "a text", "config_key": "a text"}
+
+
+def _field_ok(key: str, v) -> bool:
+    num = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    if key in ("params", "seed", "trial"):
+        return num and isinstance(v, int) and v >= 0
+    if key.endswith("_acc"):
+        return num and 0 <= v <= 1
+    if key == "seconds":
+        return num and v >= 0
+    if key == "train_loss":
+        return not isinstance(v, bool) and isinstance(v, (int, float))  # nan: a diverged run
+    if key == "overrides":
+        return isinstance(v, list) and all(isinstance(o, str) for o in v)
+    if key == "params_by_block":
+        return isinstance(v, dict)
+    return isinstance(v, str)
+
+
+def _check_fields(m: dict) -> None:
+    for key, want in _FIELDS.items():
+        v = m.get(key)
+        if v is not None and not _field_ok(key, v):
+            shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:39] + "…"
+            raise DamagedRun(f"metrics.json field {key!r} = {shown}: expected {want}")
+
 
 # Which run stands for a configuration when several runs record it (a folder and a study naming
 # the same job, a seed run twice): the one rule every reader applies.

@@ -10,8 +10,8 @@ import torch
 
 from tinycnn.data import check_data_cfg, worker_data
 from tinycnn.model import build_model, format_param_table
-from tinycnn.record import WEIGHTS, config_key, machine, save_checkpoint, versions, \
-    write_config, write_metrics
+from tinycnn.provenance import code_version, machine, versions
+from tinycnn.record import WEIGHTS, config_key, save_checkpoint, write_config, write_metrics
 from tinycnn.schema import complete
 from tinycnn.train import check_train_cfg, evaluate, train
 from tinycnn import threads
@@ -113,7 +113,7 @@ def _new_record(cfg, model, device, overrides) -> dict:
     record = {"status": "running", "params": model.num_params,
               "params_by_block": model.param_table(), "seed": cfg.seed,
               "epochs": cfg.train.epochs, "device": str(device), "config_key": config_key(cfg),
-              "overrides": list(overrides), "history": [], "versions": versions(),
+              "overrides": list(overrides), "history": [], "versions": versions(), "code": code_version(),
               "machine": machine(device)}
     if cfg.get("optuna") and cfg.optuna.get("trial") is not None:
         record["trial"] = int(cfg.optuna.trial)
