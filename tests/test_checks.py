@@ -27,6 +27,8 @@ from tinycnn.runner import run
     ("data.val_size=60000", "data.val_size = 60000: expected a whole number from 0 to 59,999"),
     ("seed=true", "seed = True: expected a whole number >= 0 (e.g. seed=0)"),
     ("model.negative_slope=inf", "model.negative_slope = inf: expected a finite number"),
+    ("train.batch_size=1000000", "train.batch_size = 1000000: larger than the training split "
+                                 "(512 images); use at most 512"),
 ])
 def test_a_bad_value_is_one_line_before_any_data(tmp_path, override, says):
     cfg = compose_cfg(override, "data.root=/nonexistent")  # refused before data is looked for

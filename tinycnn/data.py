@@ -66,6 +66,13 @@ def check_data_cfg(data_cfg) -> None:
     number("data.std", data_cfg.std, 0, above_low=True)
 
 
+def train_size(data_cfg) -> int:
+    """How many images the training split holds: what is left of the 60,000 after validation,
+    cut to data.limit."""
+    n = TRAIN_SIZE - data_cfg.val_size
+    return min(n, data_cfg.limit) if data_cfg.get("limit") else n
+
+
 def _idx_layout(name: str) -> tuple[int, tuple]:
     """(header bytes, shape of the values) of one of the four idx files."""
     magic, count = IDX[name]

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
-from tinycnn.data import check_data_cfg, worker_data
+from tinycnn.data import check_data_cfg, train_size, worker_data
 from tinycnn.model import build_model, format_param_table
 from tinycnn.provenance import code_version, machine, versions
 from tinycnn.record import WEIGHTS, config_key, save_checkpoint, write_config, write_metrics
 from tinycnn.schema import complete
 from tinycnn.train import check_train_cfg, evaluate, train
 from tinycnn import threads
-from tinycnn.checks import whole
+from tinycnn.checks import fail, whole
 from tinycnn.errors import ConfigError
 
 log = logging.getLogger("tinycnn")
@@ -98,6 +98,10 @@ def _set_up(cfg):
     model = build_model(cfg.model)
     check_train_cfg(cfg.train)
     check_data_cfg(cfg.data)
+    n_train = train_size(cfg.data)
+    if cfg.train.batch_size > n_train:  # refused before a 10 GB batch is allocated
+        fail("train.batch_size", cfg.train.batch_size, f"larger than the training split "
+             f"({n_train:,} images); use at most {n_train:,} (or fewer held out: data.val_size)")
     device = pick_device(str(cfg.device))
     log.info("%s", threads.apply(cfg.get("threads")))
     if device.type == "cuda":
