@@ -1,5 +1,6 @@
 """Train and evaluate one tinycnn config: `python run.py model=paper` (see README)."""
 
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from tinycnn.lazy import load_runner
 def main(cfg: DictConfig) -> float | None:
     """Returns the validation accuracy, the number any Hydra sweeper optimises."""
     hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:  # a sweep's stops are the sweeper's
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         run = load_runner()  # torch, only now: `--cfg job` and a sweep's pool need none
         # The sweeper's ++optuna.* bookkeeping is in the record's "trial", not a user's override.
@@ -26,19 +29,25 @@ def main(cfg: DictConfig) -> float | None:
             raise  # the sweeper records it against the trial and goes on
         _remove_unfinished(Path(hc.runtime.output_dir))
         sys.exit(f"tinycnn: {exc}")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if hc.mode == RunMode.MULTIRUN:
             raise  # the sweeper marks the trial failed and says so
         out_dir = Path(hc.runtime.output_dir)
         if (out_dir / "metrics.json").exists():
             print(f"tinycnn: interrupted; {out_dir}/metrics.json records the run as failed "
-                  "('KeyboardInterrupt')", file=sys.stderr)
+                  f"('KeyboardInterrupt{': SIGTERM' if 'SIGTERM' in str(exc) else ''}')",
+                  file=sys.stderr)
         else:
             _remove_unfinished(out_dir)
             print("tinycnn: interrupted before training started; nothing was recorded",
                   file=sys.stderr)
         sys.exit(130)
     return metrics["val_acc"]
+
+
+def _terminate(signum, frame):
+    """SIGTERM (kill, a scheduler's time limit) stops a run as Ctrl-C does: recorded failed."""
+    raise KeyboardInterrupt("SIGTERM")
 
 
 # What Hydra and the runner write before training; a folder holding nothing else is a run that
