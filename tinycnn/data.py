@@ -1,27 +1,25 @@
-"""MNIST as in-memory tensors: read once from the four idx files, batches cut by index later.
+"""A data set as in-memory tensors: read once from its files, batches cut by index later.
 
-torchvision is imported only to download the files when they are absent (importing it takes
-~1.3 s, which every run, sweep worker and shell-loop step would otherwise pay)."""
+What a data set is (its files, format, image size, channels, classes, normalisation) is data:
+conf/data/NAME.yaml. This module only knows two on-disk formats: idx (MNIST and its kin, raw or
+gzipped) and CIFAR's python batches. torchvision is imported only to download missing files
+(importing it takes ~1.3 s, which every run, sweep worker and shell-loop step would pay)."""
 
+import gzip
+import io
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from tinycnn.checks import fail, number, whole
+from tinycnn.checks import fail, flag, number, whole
 from tinycnn.errors import TinycnnError
 
-FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-TRAIN_SIZE = 60_000
-# The four idx files: (magic number, count) -> size in bytes. Header: magic (4 bytes, 0x803 for
-# images, 0x801 for labels), count (4), and for images rows and columns (4 + 4); then one byte
-# per pixel or label.
-IDX = {"train-images-idx3-ubyte": (0x803, 60_000), "train-labels-idx1-ubyte": (0x801, 60_000),
-       "t10k-images-idx3-ubyte": (0x803, 10_000), "t10k-labels-idx1-ubyte": (0x801, 10_000)}
+FORMATS = ("idx", "cifar")
 DOWNLOAD_TIMEOUT = 30  # s without an answer from the download server before giving up
 # data settings that only say how a batch is normalised, not which images are loaded
 NOT_LOADED = ("mean", "std")
@@ -29,18 +27,22 @@ NOT_LOADED = ("mean", "std")
 
 @dataclass
 class Data:
-    """Images stay uint8 (N, 1, 28, 28): a quarter of float32's memory; normalise() per batch."""
+    """Images stay uint8 (N, C, H, W): a quarter of float32's memory; normalise() per batch."""
     train_x: torch.Tensor
     train_y: torch.Tensor
     val_x: torch.Tensor
     val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-    mean: float
-    std: float
+    mean: float | list
+    std: float | list
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() / 255 - self.mean) / self.std  # uint8 -> float, ~N(0, 1)
+        if isinstance(self.mean, (int, float)):  # one channel: as it has always been computed
+            return (x.float() / 255 - self.mean) / self.std  # uint8 -> float, ~N(0, 1)
+        mean = torch.tensor(self.mean, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(-1, 1, 1)
+        return (x.float() / 255 - mean) / std
 
 
 def root_here(recorded_root) -> str | None:
@@ -51,151 +53,246 @@ def root_here(recorded_root) -> str | None:
     return os.environ.get("TINYCNN_DATA") if missing else None
 
 
-def check_data_cfg(data_cfg) -> None:
-    """Fail before loading anything if the split cannot work."""
-    val = data_cfg.val_size
-    whole("data.val_size", val, 0, f" (0: train on all {TRAIN_SIZE:,} images, as the paper did)")
-    if val >= TRAIN_SIZE:
-        fail("data.val_size", val, f"expected a whole number from 0 to {TRAIN_SIZE - 1:,}")
+def _per_channel(where: str, value, channels: int, low=None) -> None:
+    values = list(value) if isinstance(value, (list, tuple)) or hasattr(value, "__len__") \
+        and not isinstance(value, str) else [value]
+    if len(values) not in (1, channels):
+        fail(where, value, f"expected one number, or one per channel ({channels})")
+    for v in values:
+        number(where, v, low, above_low=low is not None)
+
+
+def check_data_cfg(d) -> None:
+    """Fail before loading anything if the data set's description or the split cannot work."""
+    if d.get("format") not in FORMATS:
+        fail("data.format", d.get("format"), f"expected one of {', '.join(FORMATS)}")
+    n = whole("data.train_size", d.get("train_size"), 2)
+    channels = whole("data.channels", d.get("channels"), 1)
+    whole("data.image_size", d.get("image_size"), 1)
+    whole("data.classes", d.get("classes"), 2)
+    flag("data.mirror_ok", d.get("mirror_ok"))
+    val = d.val_size
+    whole("data.val_size", val, 0, f" (0: train on all {n:,} images, as the paper did)")
+    if val >= n:
+        fail("data.val_size", val, f"expected a whole number from 0 to {n - 1:,}")
     for key in ("limit", "test_limit"):
-        if data_cfg.get(key) is not None:
-            whole(f"data.{key}", data_cfg.get(key), 1, " (images), or null for all of them")
-    whole("data.split_seed", data_cfg.get("split_seed"), 0,
+        if d.get(key) is not None:
+            whole(f"data.{key}", d.get(key), 1, " (images), or null for all of them")
+    whole("data.split_seed", d.get("split_seed"), 0,
           " (it fixes which training images are held out for validation)")
-    number("data.mean", data_cfg.mean)
-    number("data.std", data_cfg.std, 0, above_low=True)
+    _per_channel("data.mean", d.mean, channels)
+    _per_channel("data.std", d.std, channels, low=0)
 
 
-def train_size(data_cfg) -> int:
-    """How many images the training split holds: what is left of the 60,000 after validation,
-    cut to data.limit."""
-    n = TRAIN_SIZE - data_cfg.val_size
-    return min(n, data_cfg.limit) if data_cfg.get("limit") else n
+def train_size(d) -> int:
+    """How many images the training split holds: what is left after validation, cut to limit."""
+    n = d.train_size - d.val_size
+    return min(n, d.limit) if d.get("limit") else n
 
 
-def _idx_layout(name: str) -> tuple[int, tuple]:
-    """(header bytes, shape of the values) of one of the four idx files."""
-    magic, count = IDX[name]
-    return (16, (count, 28, 28)) if magic == 0x803 else (8, (count,))
+# --- finding the files --------------------------------------------------------------------------
+
+def _places(d) -> list[Path]:
+    """Where the files are looked for: root/FOLDER/raw (torchvision's layout for idx sets),
+    root/FOLDER (CIFAR's), then a system-wide copy (Debian's dataset-fashion-mnist)."""
+    root = Path(str(d.root)).expanduser().resolve()
+    places = [root / d.folder / "raw", root / d.folder]
+    if d.get("system_dir"):
+        places.append(Path(str(d.system_dir)))
+    return places
 
 
-def _idx_size(name: str) -> int:
-    header, shape = _idx_layout(name)
-    return header + math.prod(shape)
+def find_files(d) -> list[Path] | None:
+    """The data set's files (NAME or NAME.gz), all from one place; None when no place has any
+    (a download may bring them); else one error naming what is missing where."""
+    for place in _places(d):
+        found = [_one(place, name) for name in d.files]
+        if all(found):
+            return found
+        if any(found):
+            missing = [n for n, f in zip(d.files, found) if f is None]
+            raise TinycnnError(f"{d.name} in {place} is incomplete: {', '.join(missing)} missing "
+                               "(or its .gz). Put the original files there, or remove the "
+                               "folder's contents to have torchvision download them.")
+    return None
 
 
-def check_mnist_files(root: Path) -> bool:
-    """True when the four files are in root/MNIST/raw and whole (idx header and size checked);
-    False when none is there (torchvision may download them); else one error naming the file."""
-    raw = root / "MNIST" / "raw"
-    present = [name for name in FILES if (raw / name).is_file()]
-    if not present:
-        return False
-    missing = [name for name in FILES if name not in present]
-    if missing:
-        raise TinycnnError(f"MNIST in {raw} is incomplete: {', '.join(missing)} missing (found "
-                           f"{', '.join(present)}). Put the four original files there, or "
-                           "remove the folder's contents to have torchvision download them.")
-    for name in FILES:
-        magic, count = IDX[name]
-        path, want = raw / name, _idx_size(name)
-        with open(path, "rb") as f:
-            head = f.read(8)
-        size = path.stat().st_size
-        if head[:4] != magic.to_bytes(4, "big") or head[4:8] != count.to_bytes(4, "big") \
-                or size != want:
-            raise TinycnnError(f"MNIST file {path} is damaged: {size:,} bytes with header "
-                               f"{head.hex() or '(none)'}; expected {want:,} bytes starting "
-                               f"{magic.to_bytes(4, 'big').hex()}{count.to_bytes(4, 'big').hex()} "
-                               "(idx format, magic and count). Replace it with the original file.")
-    return True
+def _one(place: Path, name: str) -> Path | None:
+    for path in (place / name, place / f"{name}.gz"):
+        if path.is_file():
+            return path
+    return None
 
 
-def _download(root: Path) -> None:
-    """The four files into root/MNIST/raw through torchvision (its mirrors, checksums, gunzip)."""
+def _bytes(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise TinycnnError(f"data file {path} cannot be read ({exc}); replace it with the "
+                           "original file.") from None
+
+
+def _download(d) -> None:
+    """The files into root through torchvision (its mirrors, checksums, unpacking)."""
     import socket
 
-    from torchvision.datasets import MNIST
+    import torchvision.datasets as tv
+    root = Path(str(d.root)).expanduser().resolve()
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # a server that never answers: an error, not a hang
     try:
+        kind = getattr(tv, str(d.download))
+        extra = {"split": d.download_split} if d.get("download_split") else {}
         for train in (True, False):
-            MNIST(str(root), train=train, download=True)
+            kind(str(root), train=train, download=True, **extra)
     except Exception as exc:  # torchvision raises RuntimeError, URLError etc. offline
         why = " ".join(str(exc).split())[:300]
         raise TinycnnError(
-            f"MNIST is not in {root / 'MNIST' / 'raw'} and could not be downloaded ({why}). "
-            f"Put the four files {', '.join(FILES)} there (torchvision's layout), or point "
+            f"{d.name} is not in {' or '.join(map(str, _places(d)))} and could not be downloaded "
+            f"({why}). Put its files {', '.join(d.files)} in {root / d.folder / 'raw'}, or point "
             "data.root (or the TINYCNN_DATA environment variable) at the folder that holds "
-            "MNIST/raw/.") from None
+            f"{d.folder}/.") from None
     finally:
         socket.setdefaulttimeout(old)
 
 
-def _read_idx(raw: Path, name: str) -> torch.Tensor:
-    """One idx file (checked by check_mnist_files) as uint8: images (N, 28, 28), labels (N,).
-    The same tensors as torchvision's MNIST reader, in their own memory (not a view into the
-    file's bytes past the header)."""
-    header, shape = _idx_layout(name)
-    values = torch.frombuffer(bytearray((raw / name).read_bytes()), dtype=torch.uint8,
-                              offset=header)
-    return values.view(shape).clone()
+# --- the two formats ----------------------------------------------------------------------------
+
+def read_idx(path: Path, images: bool) -> torch.Tensor:
+    """One idx file, raw or gzipped, checked against its header: images (N, 1, H, W) uint8 or
+    labels (N,) int64. Header: magic (0x803 images, 0x801 labels), count, then rows and
+    columns for images; then one byte per pixel or label."""
+    raw = _bytes(path)
+    magic, dims = (0x803, 3) if images else (0x801, 1)
+    header = 4 + 4 * dims
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)) \
+        if len(raw) >= header else ()
+    want = header + math.prod(shape) if shape else header
+    if raw[:4] != magic.to_bytes(4, "big") or len(raw) != want:
+        raise TinycnnError(f"data file {path} is damaged: {len(raw):,} bytes (unpacked) with "
+                           f"header {raw[:header].hex() or '(none)'}; expected idx magic "
+                           f"{magic.to_bytes(4, 'big').hex()} and {want:,} bytes. Replace it "
+                           "with the original file.")
+    values = torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=header).view(shape)
+    return values.unsqueeze(1).clone() if images else values.long()
 
 
-def load_mnist(data_cfg, device: torch.device | str = "cpu") -> Data:
-    """Train/val/test tensors on `device`. The validation images are held out of the 60,000
-    training images by a fixed split seed, so every run and trial is selected on the same images;
-    the 10,000 test images are only ever used for reporting."""
-    check_data_cfg(data_cfg)
-    root = Path(str(data_cfg.root)).expanduser().resolve()
-    if not check_mnist_files(root):
-        _download(root)
-        check_mnist_files(root)
-    raw = root / "MNIST" / "raw"
-    x, y = _read_idx(raw, FILES[0]).unsqueeze(1), _read_idx(raw, FILES[1]).long()
-    g = torch.Generator().manual_seed(int(data_cfg.split_seed))
+class _Arrays(pickle.Unpickler):
+    """CIFAR's batches are pickled dicts of numpy arrays: nothing else may be unpickled."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a CIFAR batch")
+        return super().find_class(module, name)
+
+
+def read_cifar(path: Path, size: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CIFAR python batch: images (N, C, H, W) uint8 and labels (N,) int64."""
+    try:
+        batch = _Arrays(io.BytesIO(_bytes(path)), encoding="bytes").load()
+        data, labels = batch[b"data"], batch.get(b"labels", batch.get(b"fine_labels"))
+        x = torch.as_tensor(data, dtype=torch.uint8).reshape(-1, channels, size, size)
+        y = torch.as_tensor(list(labels), dtype=torch.long)
+    except TinycnnError:
+        raise
+    except Exception as exc:
+        raise TinycnnError(f"data file {path} is not a CIFAR batch ({type(exc).__name__}: "
+                           f"{exc}); replace it with the original file.") from None
+    if len(x) != len(y):
+        raise TinycnnError(f"data file {path} is damaged: {len(x)} images, {len(y)} labels.")
+    return x, y
+
+
+def _read(d, files: list[Path]) -> tuple:
+    """(train images, train labels, test images, test labels) as the format stores them."""
+    if d.format == "idx":
+        tx, ty, sx, sy = (read_idx(f, images=i % 2 == 0) for i, f in enumerate(files))
+    else:  # cifar: the training batches, then the test batch
+        parts = [read_cifar(f, d.image_size, d.channels) for f in files]
+        tx, ty = torch.cat([p[0] for p in parts[:-1]]), torch.cat([p[1] for p in parts[:-1]])
+        sx, sy = parts[-1]
+    for x, y, split in ((tx, ty, "training"), (sx, sy, "test")):
+        if tuple(x.shape[1:]) != (d.channels, d.image_size, d.image_size) or len(x) != len(y):
+            raise TinycnnError(f"{d.name}'s {split} files hold {len(x):,} images of shape "
+                               f"{tuple(x.shape[1:])} and {len(y):,} labels; data.{d.name} says "
+                               f"{d.channels}x{d.image_size}x{d.image_size}.")
+    if len(tx) != d.train_size:
+        raise TinycnnError(f"{d.name}'s training files hold {len(tx):,} images; "
+                           f"data.train_size says {d.train_size:,}.")
+    if int(ty.max()) >= d.classes or int(sy.max()) >= d.classes:
+        raise TinycnnError(f"{d.name}'s labels go up to {int(max(ty.max(), sy.max()))}; "
+                           f"data.classes says {d.classes}.")
+    return tx, ty, sx, sy
+
+
+def load_data(d, device: torch.device | str = "cpu") -> Data:
+    """Train/val/test tensors on `device`. The validation images are held out of the training
+    images by a fixed split seed, so every run and trial is selected on the same images; the
+    test images are only ever used for reporting."""
+    check_data_cfg(d)
+    files = find_files(d)
+    if files is None:
+        _download(d)
+        files = find_files(d)
+        if files is None:
+            raise TinycnnError(f"{d.name}: torchvision's download left no files in "
+                               f"{_places(d)[0]}.")
+    x, y, tx, ty = _read(d, files)
+    g = torch.Generator().manual_seed(int(d.split_seed))
     perm = torch.randperm(len(x), generator=g)
-    val_idx, train_idx = perm[:data_cfg.val_size], perm[data_cfg.val_size:].sort().values
-    if data_cfg.get("limit"):
-        train_idx = train_idx[:data_cfg.limit]
-    tx, ty = _read_idx(raw, FILES[2]).unsqueeze(1), _read_idx(raw, FILES[3]).long()
-    if data_cfg.get("test_limit"):
-        tx, ty = tx[:data_cfg.test_limit], ty[:data_cfg.test_limit]
+    val_idx, train_idx = perm[:d.val_size], perm[d.val_size:].sort().values
+    if d.get("limit"):
+        train_idx = train_idx[:d.limit]
+    if d.get("test_limit"):
+        tx, ty = tx[:d.test_limit], ty[:d.test_limit]
     to = lambda t: t.contiguous().to(device)  # noqa: E731
     return Data(to(x[train_idx]), to(y[train_idx]), to(x[val_idx]), to(y[val_idx]), to(tx), to(ty),
-                float(data_cfg.mean), float(data_cfg.std))
+                _stat(d.mean), _stat(d.std))
+
+
+load_mnist = load_data  # the name from when MNIST was the only data set
+
+
+def _stat(v):
+    """A normalisation constant: a float, or a list of one per channel."""
+    if isinstance(v, (int, float)):
+        return float(v)
+    values = [float(x) for x in v]
+    return values[0] if len(values) == 1 else values
 
 
 # This process's data: (key, Data). A sweep worker trains many trials on the same images, so it
-# reads and splits them once (~0.1 s), not once per trial. One entry: the trials of a sweep
-# share their data settings, and a new key replaces the old tensors.
+# reads and splits them once, not once per trial. One entry: the trials of a sweep share their
+# data settings, and a new key replaces the old tensors.
 _loaded: dict = {}
-loads = 0  # how many times this process read MNIST from disk (tests count them)
+loads = 0  # how many times this process read a data set from disk (tests count them)
 
 
-def _key(data_cfg, device) -> tuple:
+def _key(d, device) -> tuple:
     from omegaconf import OmegaConf
-    items = OmegaConf.to_container(data_cfg, resolve=True) if not isinstance(data_cfg, dict) \
-        else dict(data_cfg)
+    items = OmegaConf.to_container(d, resolve=True) if not isinstance(d, dict) else dict(d)
     items["root"] = str(Path(str(items["root"])).expanduser().resolve())
     return tuple(sorted((k, repr(v)) for k, v in items.items() if k not in NOT_LOADED)) + (
         ("device", str(torch.device(device))),)
 
 
-def worker_data(data_cfg, device: torch.device | str = "cpu") -> tuple[Data, float | None]:
-    """load_mnist, once per process: the same tensors for every later call whose data settings
+def worker_data(d, device: torch.device | str = "cpu") -> tuple[Data, float | None]:
+    """load_data, once per process: the same tensors for every later call whose data settings
     (all but mean and std) and device are the same. Returns (data, seconds spent loading, or
     None when the tensors were reused). Callers must not change the tensors in place."""
     global loads
-    check_data_cfg(data_cfg)
-    key = _key(data_cfg, device)
+    check_data_cfg(d)
+    key = _key(d, device)
     if key in _loaded:
         data, seconds = _loaded[key], None
     else:
         _loaded.clear()  # free the old tensors before loading new ones
         start = time.perf_counter()
-        data = load_mnist(data_cfg, device)
+        data = load_data(d, device)
         seconds = time.perf_counter() - start
         _loaded[key] = data
         loads += 1
-    return replace(data, mean=float(data_cfg["mean"]), std=float(data_cfg["std"])), seconds
+    return replace(data, mean=_stat(d["mean"]), std=_stat(d["std"])), seconds

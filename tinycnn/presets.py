@@ -46,7 +46,12 @@ def load_preset(conf_dir: Path, group: str, name: str) -> dict | None:
     path = conf_dir / group / f"{name}.yaml"
     if not path.is_file():
         return None
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    node = OmegaConf.load(path)
+    if group == "model":  # its input and output follow the data (${data.channels}): the default
+        data = load_preset(conf_dir, "data", default_preset(conf_dir, "data") or "mnist")
+        return OmegaConf.to_container(OmegaConf.create({"model": node, "data": data}),
+                                      resolve=True)["model"]
+    return OmegaConf.to_container(node, resolve=True)
 
 
 class _PresetDumper(yaml.SafeDumper):

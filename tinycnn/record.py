@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from tinycnn.errors import TinycnnError
+from tinycnn.schema import implied
 
 CHECKPOINT_FORMAT = "tinycnn"
 CHECKPOINT_VERSION = 1
@@ -122,13 +123,13 @@ def _identifying(key: str) -> bool:
 def settings(config: dict) -> dict:
     """The flattened settings that identify a configuration (see RUN_ONLY), e.g.
     {"model.blocks.res1.scale": 1.0, "train.lr": 0.002, ...}."""
-    return {k: v for k, v in flatten(config).items() if _identifying(k)}
+    return {k: v for k, v in flatten(implied(config)).items() if _identifying(k)}
 
 
 def config_key(cfg) -> str:
     """Hash of what determines the trained network and recipe (NOT_RECORDED and RUN_ONLY left
     out), so seed repeats of one config share a key."""
-    c = record_config(cfg)
+    c = implied(record_config(cfg))
     for key in RUN_ONLY:  # nested keys, dropped where they are ("data.root": c["data"]["root"])
         *parents, last = key.split(".")
         node = c

@@ -15,6 +15,7 @@ from tinycnn.record import WEIGHTS, config_key, save_checkpoint, write_config, w
 from tinycnn.schema import complete
 from tinycnn.train import check_train_cfg, evaluate, train
 from tinycnn import threads
+from tinycnn.augment import check_augment
 from tinycnn.checks import fail, whole
 from tinycnn.errors import ConfigError
 
@@ -98,6 +99,7 @@ def _set_up(cfg):
     model = build_model(cfg.model)
     check_train_cfg(cfg.train)
     check_data_cfg(cfg.data)
+    check_augment(cfg.train.get("augment"), cfg.data)
     n_train = train_size(cfg.data)
     if cfg.train.batch_size > n_train:  # refused before a 10 GB batch is allocated
         fail("train.batch_size", cfg.train.batch_size, f"larger than the training split "
@@ -114,7 +116,7 @@ def _set_up(cfg):
 
 def _new_record(cfg, model, device, overrides) -> dict:
     """metrics.json as it starts: what was run, where, with which versions."""
-    record = {"status": "running", "params": model.num_params,
+    record = {"status": "running", "data": cfg.data.get("name"), "params": model.num_params,
               "params_by_block": model.param_table(), "seed": cfg.seed,
               "epochs": cfg.train.epochs, "device": str(device), "config_key": config_key(cfg),
               "overrides": list(overrides), "history": [], "versions": versions(), "code": code_version(),
@@ -131,7 +133,7 @@ def _data(cfg, device, record):
     record["worker"] = {"pid": os.getpid(), "threads": torch.get_num_threads(),
                         "data": "reused" if loaded_in is None else "loaded"}
     log.info("data: %s", "the images this process loaded for an earlier run" if loaded_in is None
-             else f"MNIST loaded in {loaded_in:.2f} s")
+             else f"{cfg.data.get('name', 'MNIST')} loaded in {loaded_in:.2f} s")
     return data
 
 

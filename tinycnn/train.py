@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from tinycnn.augment import SEED_OFFSET, active as augment_active, augment
 from tinycnn.checks import number, whole
 from tinycnn.errors import Diverged
 from tinycnn.recipe import EMA, check_recipe, lr_at, make_optimizer
@@ -58,6 +59,8 @@ def train(model, data, t, seed: int, on_eval=None) -> dict:
     opt = make_optimizer(model, t)
     ema = EMA(model, t.ema) if t.ema else None
     g = torch.Generator().manual_seed(seed)
+    aug = t.get("augment") if augment_active(t.get("augment")) else None
+    g_aug = torch.Generator().manual_seed(seed + SEED_OFFSET) if aug is not None else None
     n, bs = len(data.train_x), t.batch_size
     n_batches = math.ceil(n / bs)
     total = n_batches * t.epochs
@@ -73,7 +76,10 @@ def train(model, data, t, seed: int, on_eval=None) -> dict:
                    disable=None, leave=False, dynamic_ncols=True)
         for b in bar:
             idx = perm[b * bs:(b + 1) * bs]
-            x, y = data.normalise(data.train_x[idx]), data.train_y[idx]  # (B, 1, 28, 28), (B,)
+            x = data.train_x[idx]  # (B, C, H, W) uint8
+            if aug is not None:
+                x = augment(x, aug, g_aug, data.mean)
+            x, y = data.normalise(x), data.train_y[idx]  # (B, C, H, W) float, (B,)
             logits = model(x)  # (B, 10)
             loss = F.cross_entropy(logits, y, label_smoothing=t.label_smoothing)
             lr = lr_at(t, step, total, n_batches)
