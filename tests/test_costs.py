@@ -151,8 +151,8 @@ def measured(model, image_size=28):
         logits = model(torch.randn(1, 1, image_size, image_size))
     for h in hooks:
         h.remove()
-    weights = [mod for mod in model.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear))]
-    flash = sum(mod.weight.numel() + 4 * mod.weight.shape[0] for mod in weights)
+    flash = sum(mod.weight.numel() + 4 * mod.weight.shape[0] for mod in model.modules()
+                if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)))
     return logits.shape, macs[0], flash, shapes
 
 
@@ -267,3 +267,13 @@ def test_stride_one_is_the_old_network():
         for layer in block["layers"]:
             layer["stride"] = 1
     assert count_costs(cfg) == count_costs(with_stride)
+
+
+def test_the_kept_input_counts_when_a_body_tensor_has_its_size():
+    # 4x5x5 input x (100 bytes); the body's first output also has 100 bytes, and x is still kept
+    layers = [{"out": 4, "kernel": 1}, {"out": 16, "kernel": 1}, {"out": 1, "kernel": 1},
+              {"out": None, "kernel": 1}]
+    cfg = {"in_channels": 4, "image_size": 5, "classifier": {"type": "gap"},
+           "blocks": {"r": {"type": "residual", "scale": 1.0, "layers": layers}}}
+    assert count_costs(cfg).peak_bytes_by_block["r"] == max(
+        100 + 100, 100 + 400 + 100, 400 + 25 + 100, 25 + 100 + 100, 100 * 3) == 600

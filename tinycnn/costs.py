@@ -49,11 +49,11 @@ def block_cost(b) -> Cost:
     macs = flash = 0
     peaks: List[int] = []
     cur = x
-    for layer in b.layers:
+    for i, layer in enumerate(b.layers):
         c = _conv(layer.c_in, layer.c_out, layer.kernel, layer.groups, layer.size)
         macs, flash = macs + c.macs, flash + c.flash_bytes
         # x is counted once: it is the first conv's input as well as the tensor kept for the add
-        peaks.append(cur + c.peak_bytes + (x if keep and cur is not x else 0))
+        peaks.append(cur + c.peak_bytes + (x if keep and i > 0 else 0))
         cur = c.peak_bytes
     side = b.layers[-1].size           # the body's output side (before pooling)
     if keep:

@@ -1,8 +1,9 @@
 """Turn a model config (conf/model/*.yaml) into an nn.Module, after checking every value.
 
 The config is data: block types and field names, never Python class names. Everything is checked
-and every shape worked out before a single layer is built, so a bad config fails in milliseconds
-with one message naming the block, the field and the value.
+and every shape, parameter count and cost (tinycnn/costs.py) worked out before a single layer is
+built, so a bad config fails in milliseconds with one message naming the block, the field and
+the value.
 """
 
 import copy
@@ -107,7 +108,7 @@ class Row(NamedTuple):
 
 @dataclass
 class Plan:
-    """Every layer's shape and parameter count, worked out from the config alone."""
+    """Every layer's shape, parameter count and cost, worked out from the config alone."""
     cfg: dict
     blocks: List[BlockPlan]           # the distinct blocks, in order
     copies: List[int]                 # how many identical copies of each (repeat)
@@ -155,7 +156,8 @@ def _layers(where, block) -> list:
                   "not both")
         layers = block["layers"]
         if not isinstance(layers, list) or not layers:
-            fail(f"{where}.layers", layers, "expected a non-empty list of {out, kernel, groups}")
+            fail(f"{where}.layers", layers, "expected a non-empty list of {out, kernel, groups, "
+                  "stride}")
         for field in ("kernel", "groups", "stride"):
             if field in block:
                 fail(f"{where}.{field}", block[field], "a block with layers sets kernel, "
@@ -179,7 +181,7 @@ def _conv_layers(where, block, specs, residual: bool, c_in: int, size: int) -> L
     for i, layer in enumerate(specs):
         lw = f"{where}.layers.{i}" if "layers" in block else where
         if not isinstance(layer, Mapping):
-            fail(lw, layer, "expected a mapping {out, kernel, groups}")
+            fail(lw, layer, "expected a mapping {out, kernel, groups, stride}")
         known(lw, layer, LAYER_FIELDS)
         # out null keeps the incoming width: a residual block's last layer returns to the
         # block's input width, so the shortcut stays an identity.
@@ -208,8 +210,9 @@ def _conv_layers(where, block, specs, residual: bool, c_in: int, size: int) -> L
 
 
 def plan(model_cfg) -> Plan:
-    """Check a model config and work out every layer's shape and parameter count, allocating
-    nothing: the budget check, the parameter table and the builder all read this one pass."""
+    """Check a model config and work out every layer's shape, parameter count and cost,
+    allocating nothing: the budget check, the parameter table, the cost model and the builder
+    all read this one pass."""
     # a copy: the defaults filled in below must not change the caller's config
     cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) \
         else copy.deepcopy(dict(model_cfg))
