@@ -4,21 +4,24 @@ is built or allocated, so a 10^12-channel proposal is costed as fast as it is co
 The convention (one image, the network as an int8 microcontroller would run it):
 
 - macs: multiply-accumulates per image of every convolution (1x1 projection shortcuts included)
-  and every linear layer, out_h * out_w * c_out * (c_in / groups) * k * k for a convolution and
-  in * out for a linear layer. Biases, norms, activations, pooling, the residual scale and add,
-  and global average pooling are not counted.
+  and every linear layer: out_h * out_w * c_out * (c_in / groups) * k * k for a convolution
+  (out_h = ceil(in_h / stride), the convs being same-padded) and in * out for a linear layer.
+  Biases, norms, activations, pooling, the residual scale and add, and global average pooling
+  are not counted.
 - peak_bytes: peak activation memory at int8 (1 byte per element), batch 1, in the order the
-  model runs: body convs, then the projection shortcut, then the add. The operations are a
-  convolution (with its norm and activation fused), a max-pooling, a residual add (its scale
-  and the activation after it fused) and the classifier (flatten or global average pool and its
-  linear layers, as one). While an operation runs, its input, its output and every tensor kept
-  alive for a later add (a residual block's input x until its add; the body's output while the
-  projection shortcut runs) are in memory, each distinct tensor counted once; peak_bytes is the
-  largest such sum over all operations. The input image counts (it is the first operation's
-  input). A block's activation bytes are the largest sum over its own operations.
+  model runs (a residual block: its body's convs, then the projection shortcut, then the add).
+  The operations are a convolution (its norm and activation fused), a max-pooling, a residual
+  add (its scale and the activation after it fused) and the classifier (flatten or global
+  average pool and its linear layers as one operation: the last feature map in, the logits
+  out). While an operation runs, its input, its output and every tensor kept alive for a later
+  add (a residual block's input x until its add; the body's output while the projection
+  shortcut runs) are in memory, each distinct tensor counted once; peak_bytes is the largest
+  such sum over all operations. The input image counts (it is the first operation's input).
+  A block's activation bytes (the parameter table's "act bytes") are the largest sum over its
+  own operations.
 - flash_bytes: int8 weight bytes: 1 byte per convolution or linear weight plus 4 bytes (an int32
-  bias) per output channel of every convolution and linear layer, with norms folded into the
-  weights and biases before them (so a norm costs nothing).
+  bias) per output channel of every convolution and linear layer, norms folded into the weights
+  and biases before them (so a norm costs nothing).
 """
 
 from dataclasses import asdict, dataclass
