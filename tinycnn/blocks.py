@@ -30,11 +30,12 @@ class SampleNorm(nn.LayerNorm):
 
 
 class ConvLayer(nn.Sequential):
-    """Same-padded conv -> norm -> activation (activation omitted when act is None)."""
+    """Same-padded conv -> norm -> activation (activation omitted when act is None).
+    groups == c_in == c_out is a depthwise conv; follow it with a 1x1 for depthwise-separable."""
 
-    def __init__(self, c_in, c_out, kernel, groups, norm, running_stats, act):
-        # (N, c_in, H, W) -> (N, c_out, H, W)
-        layers = [nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, groups=groups),
+    def __init__(self, c_in, c_out, kernel, groups, norm, running_stats, act, stride=1):
+        # (N, c_in, H, W) -> (N, c_out, ceil(H / stride), ceil(W / stride))
+        layers = [nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, groups=groups),
                   norm2d(norm, c_out, running_stats)]
         if act is not None:
             layers.append(act)

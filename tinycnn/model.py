@@ -1,15 +1,16 @@
 """Turn a model config (conf/model/*.yaml) into an nn.Module, after checking every value.
 
 The config is data: block types and field names, never Python class names. Everything is checked
-and every shape worked out before a single layer is built, so a bad config fails in milliseconds
-with one message naming the block, the field and the value.
+and every shape, parameter count and cost (tinycnn/costs.py) worked out before a single layer is
+built, so a bad config fails in milliseconds with one message naming the block, the field and
+the value.
 """
 
 import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -17,15 +18,17 @@ from torch import nn
 from tinycnn.blocks import (ACTIVATIONS, Classifier, ConvBlock, ConvLayer, ResidualBlock, count,
                             norm2d)
 from tinycnn.checks import choice, fail, flag, known, number, whole
+from tinycnn.costs import Cost, Costs, block_cost, classifier_cost, conv_side, costs_of
 from tinycnn.errors import ConfigError
 
 MODEL_FIELDS = {"in_channels", "image_size", "num_classes", "activation", "negative_slope", "norm",
                 "running_stats", "blocks", "classifier", "max_params"}
 # A block lists its convs (layers), or describes a uniform stage: `convs` convs of `width`
-# channels with one `kernel` and `groups` (its first conv, which changes the width, is dense).
-_CONV = {"type", "layers", "width", "convs", "kernel", "groups", "pool", "repeat"}
+# channels with one `kernel` and `groups` (its first conv, which changes the width, is dense
+# and takes the stage's `stride`).
+_CONV = {"type", "layers", "width", "convs", "kernel", "groups", "stride", "pool", "repeat"}
 BLOCK_FIELDS = {"conv": _CONV, "residual": _CONV | {"scale", "out_act", "projection"}}
-LAYER_FIELDS = {"out", "kernel", "groups"}
+LAYER_FIELDS = {"out", "kernel", "groups", "stride"}
 CLASSIFIER_FIELDS = {"type", "hidden", "norm"}
 NORMS = ("batch", "none")
 HEAD_TYPES = ("flatten", "gap")
@@ -56,6 +59,8 @@ class Layer:
     kernel: int
     groups: int
     act: bool
+    stride: int = 1
+    size: int = 0         # output side: ceil(input side / stride)
 
     def params(self, norm: str) -> int:
         return self.c_out * (self.c_in // self.groups) * self.kernel ** 2 + self.c_out \
@@ -76,6 +81,13 @@ class BlockPlan:
     projection: bool = False  # a 1x1 conv shortcut (built only when it is used)
     out_act: bool = False
     params: int = 0
+    size_in: int = 0      # image side entering the block
+    cost: Cost = Cost(0, 0, 0)
+
+    @property
+    def stride(self) -> int:
+        """The body's total stride, which a projection shortcut takes to match its size."""
+        return math.prod(layer.stride for layer in self.layers)
 
     def name(self, later: int = 0) -> str:
         """The name of this copy, or of the one `later` copies after it."""
@@ -83,9 +95,20 @@ class BlockPlan:
         return self.base if i == 0 else f"{self.base}_{i + 1}"
 
 
+class Row(NamedTuple):
+    """One line of the parameter table; repeated copies collapsed into one row are summed,
+    except peak_bytes, which one copy at a time needs."""
+    name: str
+    shape: Tuple[int, ...]
+    params: int
+    macs: int
+    peak_bytes: int
+    flash_bytes: int
+
+
 @dataclass
 class Plan:
-    """Every layer's shape and parameter count, worked out from the config alone."""
+    """Every layer's shape, parameter count and cost, worked out from the config alone."""
     cfg: dict
     blocks: List[BlockPlan]           # the distinct blocks, in order
     copies: List[int]                 # how many identical copies of each (repeat)
@@ -93,27 +116,36 @@ class Plan:
     size: int
     head_features: int
     head_params: int
+    head_cost: Cost = Cost(0, 0, 0)
 
     @property
     def total(self) -> int:
         return sum(b.params * k for b, k in zip(self.blocks, self.copies)) + self.head_params
 
-    def rows(self) -> List[Tuple[str, Tuple[int, ...], int]]:
-        """(block, output shape, parameters) in model order (res2, res2_2, ...), then the
-        classifier; a run of more than 1,000 identical copies is one row."""
+    def rows(self) -> List[Row]:
+        """Each block in model order (res2, res2_2, ...), then the classifier, with its output
+        shape, parameters and costs; a run of more than 1,000 identical copies is one row."""
         out = []
         for b, k in zip(self.blocks, self.copies):
-            shape = (b.c_out, b.size, b.size)
+            shape, c = (b.c_out, b.size, b.size), b.cost
             if k <= _LIST_COPIES:
-                out += [(b.name(i), shape, b.params) for i in range(k)]
+                out += [Row(b.name(i), shape, b.params, c.macs, c.peak_bytes, c.flash_bytes)
+                        for i in range(k)]
             else:
-                out.append((f"{b.name()}..{b.name(k - 1)}", shape, b.params * k))
-        out.append(("classifier", (self.cfg["num_classes"],), self.head_params))
+                out.append(Row(f"{b.name()}..{b.name(k - 1)}", shape, b.params * k, c.macs * k,
+                               c.peak_bytes, c.flash_bytes * k))
+        c = self.head_cost
+        out.append(Row("classifier", (self.cfg["num_classes"],), self.head_params, c.macs,
+                       c.peak_bytes, c.flash_bytes))
         return out
 
     def table(self) -> Dict[str, int]:
         """Parameters per block, as rows() names them."""
-        return {name: n for name, _, n in self.rows()}
+        return {r.name: r.params for r in self.rows()}
+
+    def costs(self) -> Costs:
+        """Parameters, MACs, peak activation bytes and flash bytes (tinycnn/costs.py)."""
+        return costs_of(self.rows())
 
 
 def _layers(where, block) -> list:
@@ -124,29 +156,32 @@ def _layers(where, block) -> list:
                   "not both")
         layers = block["layers"]
         if not isinstance(layers, list) or not layers:
-            fail(f"{where}.layers", layers, "expected a non-empty list of {out, kernel, groups}")
-        for field in ("kernel", "groups"):
+            fail(f"{where}.layers", layers, "expected a non-empty list of {out, kernel, groups, "
+                  "stride}")
+        for field in ("kernel", "groups", "stride"):
             if field in block:
-                fail(f"{where}.{field}", block[field], "a block with layers sets kernel and "
-                      "groups per layer")
+                fail(f"{where}.{field}", block[field], "a block with layers sets kernel, "
+                      "groups and stride per layer")
         return layers
     if "width" not in block:
-        fail(where, dict(block), "expected layers (a list of {out, kernel, groups}) or a stage "
-              "(width, convs, kernel, groups)")
+        fail(where, dict(block), "expected layers (a list of {out, kernel, groups, stride}) or "
+              "a stage (width, convs, kernel, groups, stride)")
     width = whole(f"{where}.width", block["width"])
     convs = whole(f"{where}.convs", block.get("convs", 1))
     kernel, groups = block.get("kernel", 3), block.get("groups", 1)
-    return [{"out": width, "kernel": kernel, "groups": 1}] + \
-        [{"out": width, "kernel": kernel, "groups": groups}] * (convs - 1)
+    first = {"out": width, "kernel": kernel, "groups": 1}
+    if "stride" in block:
+        first["stride"] = block["stride"]
+    return [first] + [{"out": width, "kernel": kernel, "groups": groups}] * (convs - 1)
 
 
-def _conv_layers(where, block, specs, residual: bool, c_in: int) -> List[Layer]:
-    """One copy of a block's convs, checked, from c_in channels."""
+def _conv_layers(where, block, specs, residual: bool, c_in: int, size: int) -> List[Layer]:
+    """One copy of a block's convs, checked, from c_in channels of size x size."""
     layers, c = [], c_in
     for i, layer in enumerate(specs):
         lw = f"{where}.layers.{i}" if "layers" in block else where
         if not isinstance(layer, Mapping):
-            fail(lw, layer, "expected a mapping {out, kernel, groups}")
+            fail(lw, layer, "expected a mapping {out, kernel, groups, stride}")
         known(lw, layer, LAYER_FIELDS)
         # out null keeps the incoming width: a residual block's last layer returns to the
         # block's input width, so the shortcut stays an identity.
@@ -163,14 +198,21 @@ def _conv_layers(where, block, specs, residual: bool, c_in: int) -> List[Layer]:
                 (f"; of {out}: {_divisors(out)}" if out != c else "")
             fail(f"{lw}.groups", groups, f"groups must divide both the input ({c}) and output "
                   f"({out}) channels; {fits}")
-        layers.append(Layer(c, out, kernel, groups, not last_residual))
+        # a stage's stride is its first conv's: the error names the key that was set
+        sw = f"{lw}.stride" if "layers" in block else f"{where}.stride"
+        stride = whole(sw, layer.get("stride", 1))
+        if stride > size:
+            fail(sw, stride, f"the image is only {size}x{size} at this point")
+        size = conv_side(size, stride)
+        layers.append(Layer(c, out, kernel, groups, not last_residual, stride, size))
         c = out
     return layers
 
 
 def plan(model_cfg) -> Plan:
-    """Check a model config and work out every layer's shape and parameter count, allocating
-    nothing: the budget check, the parameter table and the builder all read this one pass."""
+    """Check a model config and work out every layer's shape, parameter count and cost,
+    allocating nothing: the budget check, the parameter table, the cost model and the builder
+    all read this one pass."""
     # a copy: the defaults filled in below must not change the caller's config
     cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) \
         else copy.deepcopy(dict(model_cfg))
@@ -203,26 +245,33 @@ def plan(model_cfg) -> Plan:
         out_act = residual and flag(f"{where}.out_act", block.get("out_act", True))
         done = 0  # copies planned so far
         while done < repeat:
-            c_in = channels
-            layers = _conv_layers(where, block, specs, residual, c_in)
-            c = layers[-1].c_out
+            c_in, size_in = channels, size
+            layers = _conv_layers(where, block, specs, residual, c_in, size)
+            c, body = layers[-1].c_out, layers[-1].size  # the body's output: c x body x body
             if residual and scale and c != c_in and not projection:
                 fail(f"{where}.layers.{len(specs) - 1}.out" if "layers" in block
                       else f"{where}.width", c,
                       f"the residual block's output width ({c}) differs from its input width "
                       f"({c_in}), so x cannot be added; set it to {c_in}, set "
                       f"{where}.projection: true for a 1x1 conv shortcut, or scale: 0 for none")
-            if pool > size:
-                fail(f"{where}.pool", pool, f"the image is only {size}x{size} at this point")
-            size //= pool
-            shortcut = residual and scale != 0 and c != c_in
-            b = BlockPlan(name, done, kind, layers, c_in, c, size, pool, scale, shortcut, out_act)
+            if residual and scale and body != size_in and not projection:
+                fail(f"{where}.projection", projection,
+                     f"the residual block's strides shrink the image from {size_in}x{size_in} "
+                     f"to {body}x{body}, so x cannot be added; set {where}.projection: true "
+                     "for a strided 1x1 conv shortcut, or scale: 0 for none")
+            if pool > body:
+                fail(f"{where}.pool", pool, f"the image is only {body}x{body} at this point")
+            size = body // pool
+            shortcut = residual and scale != 0 and (c != c_in or body != size_in)
+            b = BlockPlan(name, done, kind, layers, c_in, c, size, pool, scale, shortcut, out_act,
+                          size_in=size_in)
             b.params = sum(layer.params(norm) for layer in layers) + (
                 c_in * c + c + (2 * c if norm == "batch" else 0) if shortcut else 0)
+            b.cost = block_cost(b)
             channels = c
-            # From here on every copy is this same block (same widths, no pooling): count the
-            # rest at once, so repeat: 100000 is judged in microseconds.
-            k = repeat - done if c == c_in and pool == 1 else 1
+            # From here on every copy is this same block (same widths and size: no pooling, no
+            # stride): count the rest at once, so repeat: 100000 is judged in microseconds.
+            k = repeat - done if c == c_in and size == size_in else 1
             blocks.append(b)
             copies.append(k)
             done += k
@@ -239,13 +288,20 @@ def plan(model_cfg) -> Plan:
     features = channels if kind == "gap" else channels * size * size
     head_params = (features * hidden + hidden + (2 * hidden if head_norm != "none" else 0)
                    + hidden * classes + classes) if hidden else features * classes + classes
-    return Plan(cfg, blocks, copies, channels, size, features, head_params)
+    head_cost = classifier_cost(channels, size, features, hidden, classes)
+    return Plan(cfg, blocks, copies, channels, size, features, head_params, head_cost)
 
 
 def count_params(model_cfg) -> Tuple[int, Dict[str, int]]:
     """(total, per block) of a model config, from the config alone: nothing is allocated."""
     p = plan(model_cfg)
     return p.total, p.table()
+
+
+def count_costs(model_cfg) -> Costs:
+    """Parameters, MACs per image, peak int8 activation bytes and int8 flash bytes of a model
+    config, in total and per block, from the config alone (the convention: tinycnn/costs.py)."""
+    return plan(model_cfg).costs()
 
 
 class TinyCNN(nn.Module):
@@ -262,11 +318,11 @@ class TinyCNN(nn.Module):
             for i in range(k):
                 name = b.name(i)
                 layers = [ConvLayer(l.c_in, l.c_out, l.kernel, l.groups, norm, stats,
-                                    act() if l.act else None) for l in b.layers]
+                                    act() if l.act else None, l.stride) for l in b.layers]
                 if b.kind == "conv":
                     self.blocks[name] = ConvBlock(layers, b.pool)
                 else:
-                    shortcut = nn.Sequential(nn.Conv2d(b.c_in, b.c_out, 1),
+                    shortcut = nn.Sequential(nn.Conv2d(b.c_in, b.c_out, 1, stride=b.stride),
                                              norm2d(norm, b.c_out, stats)) \
                         if b.projection else nn.Identity()
                     self.blocks[name] = ResidualBlock(layers, b.scale, shortcut,
@@ -275,7 +331,8 @@ class TinyCNN(nn.Module):
         self.classifier = Classifier(head["type"], p.channels, p.size, head["hidden"],
                                      head["norm"], act(), cfg["num_classes"])
         self.rows = p.rows()
-        self.shapes = {name: shape for name, shape, _ in self.rows}
+        self.costs = p.costs()
+        self.shapes = {r.name: r.shape for r in self.rows}
 
     def forward(self, x):
         for block in self.blocks.values():
@@ -284,7 +341,7 @@ class TinyCNN(nn.Module):
 
     def param_table(self) -> dict:
         """Trainable parameters per block, in model order (worked out by plan())."""
-        return {name: n for name, _, n in self.rows}
+        return {r.name: r.params for r in self.rows}
 
     @property
     def num_params(self) -> int:
@@ -303,11 +360,16 @@ def build_model(model_cfg) -> TinyCNN:
 
 
 def format_param_table(model: TinyCNN) -> str:
-    rows = [("block", "output", "params")]
-    rows += [(name, "x".join(map(str, shape)), f"{n:,}") for name, shape, n in model.rows]
-    rows.append(("total", "", f"{model.num_params:,}"))
-    w = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = [f"{a:<{w[0]}}  {b:>{w[1]}}  {c:>{w[2]}}" for a, b, c in rows]
+    """Per block: output shape, parameters, MACs per image and peak int8 activation bytes
+    (tinycnn/costs.py); the total row sums the MACs and takes the largest activation peak."""
+    rows = [("block", "output", "params", "MACs", "act bytes")]
+    rows += [(r.name, "x".join(map(str, r.shape)), f"{r.params:,}", f"{r.macs:,}",
+              f"{r.peak_bytes:,}") for r in model.rows]
+    rows.append(("total", "", f"{model.num_params:,}", f"{model.costs.macs:,}",
+                 f"{model.costs.peak_bytes:,}"))
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join([f"{r[0]:<{w[0]}}"] + [f"{v:>{n}}" for v, n in zip(r[1:], w[1:])])
+             for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     lines.insert(-1, "-" * len(lines[0]))
     return "\n".join(lines)
