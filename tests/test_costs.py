@@ -10,6 +10,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tinycnn.presets import load_preset
+
 from tinycnn.costs import conv_side
 from tinycnn.errors import ConfigError
 from tinycnn.model import build_model, count_costs, count_params
@@ -18,7 +20,7 @@ CONF = Path(__file__).resolve().parent.parent / "conf" / "model"
 
 
 def preset(name):
-    return OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
+    return load_preset(CONF.parent, "model", name)  # its shape from the default data set
 
 
 def test_paper_by_hand():

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from conftest import compose_cfg, stop_in_torch_env
 from test_sweep import OPTUNA, REPO, load, run, sub_env, sweep_cmd
-from tinycnn.data import FILES, load_mnist
+from tinycnn.data import load_data
 from tinycnn.errors import ConfigError, TinycnnError
 from tinycnn.runner import run as run_config
 
@@ -56,17 +56,18 @@ def _mnist_copy(tmp_path, mnist_root, keep):
 
 
 def test_missing_and_truncated_mnist_files_are_named(tmp_path, mnist_root):
-    raw = _mnist_copy(tmp_path, mnist_root, FILES[:2])
     data = compose_cfg(f"data.root={tmp_path}").data
+    FILES = list(data.files)  # noqa: N806
+    raw = _mnist_copy(tmp_path, mnist_root, FILES[:2])
     with pytest.raises(TinycnnError, match="t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
                                            "missing"):
-        load_mnist(data)
+        load_data(data)
     for name in FILES[2:]:
         (raw / name).symlink_to(Path(mnist_root) / "MNIST" / "raw" / name)
     (raw / FILES[1]).unlink()
     (raw / FILES[1]).write_bytes((Path(mnist_root) / "MNIST" / "raw" / FILES[1]).read_bytes()[:500])
-    with pytest.raises(TinycnnError, match=f"MNIST file {raw / FILES[1]} is damaged: 500 bytes"):
-        load_mnist(data)
+    with pytest.raises(TinycnnError, match=f"mnist file {raw / FILES[1]} is damaged: 500 bytes"):
+        load_data(data)
 
 
 class SilentServer:

@@ -6,6 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tinycnn.presets import load_preset
+
 from conftest import compose_cfg
 from tinycnn.errors import ConfigError
 import random
@@ -16,7 +18,7 @@ CONF = Path(__file__).resolve().parent.parent / "conf" / "model"
 
 
 def paper():
-    return OmegaConf.to_container(OmegaConf.load(CONF / "paper.yaml"))
+    return load_preset(CONF.parent, "model", "paper")  # its shape from the default data set
 
 
 def test_paper_preset_matches_the_papers_table():

@@ -54,8 +54,8 @@ def root_here(recorded_root) -> str | None:
 
 
 def _per_channel(where: str, value, channels: int, low=None) -> None:
-    values = list(value) if isinstance(value, (list, tuple)) or hasattr(value, "__len__") \
-        and not isinstance(value, str) else [value]
+    values = [value] if isinstance(value, (int, float, str, bool)) or value is None \
+        else list(value)
     if len(values) not in (1, channels):
         fail(where, value, f"expected one number, or one per channel ({channels})")
     for v in values:
@@ -159,7 +159,7 @@ def _download(d) -> None:
 
 # --- the two formats ----------------------------------------------------------------------------
 
-def read_idx(path: Path, images: bool) -> torch.Tensor:
+def read_idx(path: Path, images: bool, what: str = "data") -> torch.Tensor:
     """One idx file, raw or gzipped, checked against its header: images (N, 1, H, W) uint8 or
     labels (N,) int64. Header: magic (0x803 images, 0x801 labels), count, then rows and
     columns for images; then one byte per pixel or label."""
@@ -170,7 +170,7 @@ def read_idx(path: Path, images: bool) -> torch.Tensor:
         if len(raw) >= header else ()
     want = header + math.prod(shape) if shape else header
     if raw[:4] != magic.to_bytes(4, "big") or len(raw) != want:
-        raise TinycnnError(f"data file {path} is damaged: {len(raw):,} bytes (unpacked) with "
+        raise TinycnnError(f"{what} file {path} is damaged: {len(raw):,} bytes (unpacked) with "
                            f"header {raw[:header].hex() or '(none)'}; expected idx magic "
                            f"{magic.to_bytes(4, 'big').hex()} and {want:,} bytes. Replace it "
                            "with the original file.")
@@ -209,7 +209,7 @@ def read_cifar(path: Path, size: int, channels: int) -> tuple[torch.Tensor, torc
 def _read(d, files: list[Path]) -> tuple:
     """(train images, train labels, test images, test labels) as the format stores them."""
     if d.format == "idx":
-        tx, ty, sx, sy = (read_idx(f, images=i % 2 == 0) for i, f in enumerate(files))
+        tx, ty, sx, sy = (read_idx(f, i % 2 == 0, d.name) for i, f in enumerate(files))
     else:  # cifar: the training batches, then the test batch
         parts = [read_cifar(f, d.image_size, d.channels) for f in files]
         tx, ty = torch.cat([p[0] for p in parts[:-1]]), torch.cat([p[1] for p in parts[:-1]])

@@ -52,7 +52,8 @@ def evaluate_checkpoint(path, data_root=None, test_limit=None, batch_size=None, 
     from tinycnn.lazy import import_torch
     torch = import_torch()
 
-    from tinycnn.data import load_mnist, root_here
+    from tinycnn.data import load_data, root_here
+    from tinycnn.schema import complete
     from tinycnn.model import build_model
     from tinycnn.train import evaluate
 
@@ -69,20 +70,20 @@ def evaluate_checkpoint(path, data_root=None, test_limit=None, batch_size=None, 
     root = data_root or data.get("root")
     root = (None if data_root else root_here(root)) or root
     stats = ckpt.get("data") or {}
-    data_cfg = OmegaConf.create({
+    # the run's data set as recorded (a record older than a key: that key's default)
+    data_cfg = complete(OmegaConf.create({"data": {k: v for k, v in data.items() if k != "root"}
+                                          })).data
+    data_cfg.merge_with({
         "root": str(root or "./data"),
         "val_size": 0, "split_seed": 0, "limit": 1,  # only the test images are needed
         "test_limit": test_limit if test_limit is not None else data.get("test_limit"),
         "mean": stats.get("mean", data.get("mean")),
         "std": stats.get("std", data.get("std")),
     })
-    if data_cfg.mean is None or data_cfg.std is None:  # conf/data/*.yaml holds them, nothing else
-        raise TinycnnError(f"{path} records no normalisation (data mean and std) and no config "
-                           "was found for it; pass --conf-dir (the conf/ folder of tinycnn).")
     if data_cfg.test_limit == 0:
         data_cfg.test_limit = None
     batch = batch_size or batch
-    mnist = load_mnist(data_cfg, torch.device(device))
+    mnist = load_data(data_cfg, torch.device(device))
     model.to(device)
     acc = evaluate(model, mnist, mnist.test_x, mnist.test_y, batch)
     recorded = (ckpt.get("metrics") or {}).get("test_acc")

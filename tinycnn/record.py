@@ -151,7 +151,8 @@ def save_checkpoint(path, model, model_cfg, data_cfg, metrics: dict) -> None:
     ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": plain(model_cfg),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "params": model.num_params, "params_by_block": model.param_table(),
-            "data": {"mean": float(data_cfg.mean), "std": float(data_cfg.std)},
+            "data": {k: float(v) if isinstance(v, (int, float)) else [float(x) for x in v]
+                     for k, v in (("mean", data_cfg.mean), ("std", data_cfg.std))},
             "metrics": metrics}
     _atomic(path, lambda f: torch.save(ckpt, f))
 
