@@ -325,7 +325,8 @@ def test_compare_optuna_study_and_its_folder_agree(optuna_sweep, capsys, tmp_pat
     code, out, err = tinycnn(capsys, "export", "--from", "small", "--storage", url, "--trial",
                              best["trial"], "--name", "found", "--conf-dir", conf)
     assert code == 0, err
-    net = build_model(OmegaConf.load(conf / "model" / "found.yaml"))
+    from tinycnn.presets import load_preset
+    net = build_model(load_preset(conf, "model", "found"))
     assert net.num_params == best["params"]
     assert net.param_table() == metrics(Path(best["dir"]))["params_by_block"]
 
@@ -341,11 +342,14 @@ def test_export_round_trip(sweep, tmp_path, capsys):
     preset = conf / "model" / "best.yaml"
     text = preset.read_text()
     assert text.startswith("# Exported by `tinycnn export` from trial 1")
-    net = build_model(OmegaConf.load(preset))
+    from tinycnn.presets import load_preset
+    net = build_model(load_preset(conf, "model", "best"))
     recorded = metrics(sweep / "1")
     assert net.num_params == recorded["params"] == 21_614
     assert net.param_table() == recorded["params_by_block"]
-    assert OmegaConf.to_container(OmegaConf.load(preset)) == \
+    # the preset follows the data: ${data.channels}
+    assert OmegaConf.load(preset).in_channels == "${data.channels}"
+    assert load_preset(conf, "model", "best") == \
         OmegaConf.to_container(OmegaConf.load(sweep / "1" / "config.yaml").model)
     # lr 0.004 is not the default recipe: a matching train preset, and the command says so.
     assert OmegaConf.load(conf / "train" / "best.yaml").lr == 0.004

@@ -113,6 +113,17 @@ def _percent(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+def _follows_data(model_cfg: dict, data_cfg: dict) -> dict:
+    """The model preset with its input channels, image size and classes written as the data's
+    (${data.channels}, ...) where they are the trial's data set's: it then follows data=NAME."""
+    out = dict(model_cfg)
+    for key, of_data in (("in_channels", "channels"), ("image_size", "image_size"),
+                         ("num_classes", "classes")):
+        if of_data in data_cfg and out.get(key) == data_cfg[of_data]:
+            out[key] = "${data." + of_data + "}"
+    return out
+
+
 def export_trial(run: Run, name: str, conf_dir: Path, force: bool = False,
                  where: str = "", confirmed: dict | None = None,
                  experiment: bool = False) -> Exported:
@@ -129,6 +140,9 @@ def export_trial(run: Run, name: str, conf_dir: Path, force: bool = False,
         raise TinycnnError(f"trial {run.trial}: its config has no model section to export.")
     trial_net = build_model(model_cfg)  # a config that cannot build is not worth a preset
 
+    data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
+    data_name = data_cfg.get("name")
+    other_data = data_name is not None and data_name != default_preset(conf_dir, "data")
     default_train_name = default_preset(conf_dir, "train")
     default_train = _preset(conf_dir, "train", default_train_name)
     train_differs = isinstance(train_cfg, dict) and recipe(train_cfg) != recipe(default_train)
@@ -153,14 +167,15 @@ def export_trial(run: Run, name: str, conf_dir: Path, force: bool = False,
                    f"{_percent(confirmed['test_acc_mean'])} ± "
                    f"{_percent(confirmed['test_acc_std'])}\n")
     command = f"python run.py +experiment={name}" if experiment else \
-        f"python run.py model={name}" + (f" train={name}" if train_differs else "")
+        f"python run.py model={name}" + (f" train={name}" if train_differs else "") + \
+        (f" data={data_name}" if other_data else "")
     header += f"train it: {command}"
     previous = {p: p.read_text() for p in (model_path, train_path, experiment_path)
                 if p is not None and p.exists()}
     written = []
     try:
         model_path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(model_path, preset_yaml(model_cfg, header))
+        write_text_atomic(model_path, preset_yaml(_follows_data(model_cfg, data_cfg), header))
         written.append(model_path)
         if train_path is not None:
             train_path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,11 +189,13 @@ def export_trial(run: Run, name: str, conf_dir: Path, force: bool = False,
             comment = "".join(f"# {line}\n" for line in header.splitlines())
             write_text_atomic(experiment_path, "# @package _global_\n" + comment +
                               "defaults:\n" + f"  - override /model: {name}\n" +
-                              (f"  - override /train: {name}\n" if train_path else ""))
+                              (f"  - override /train: {name}\n" if train_path else "") +
+                              (f"  - override /data: {data_name}\n" if other_data else ""))
             written.append(experiment_path)
         # Read the presets back the way run.py will, and check they build the same network.
         composed = _compose(conf_dir, [f"+experiment={name}"] if experiment_path else
-                            [f"model={name}"] + ([f"train={name}"] if train_path else []))
+                            [f"model={name}"] + ([f"train={name}"] if train_path else []) +
+                            ([f"data={data_name}"] if other_data else []))
         rebuilt = build_model(composed.model)
         recorded = run.params_by_block or trial_net.param_table()
         if rebuilt.param_table() != recorded or rebuilt.param_table() != trial_net.param_table():

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Tuple
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 from torch import nn
 
 from tinycnn.blocks import (ACTIVATIONS, Classifier, ConvBlock, ConvLayer, ResidualBlock, count,
@@ -214,8 +215,13 @@ def plan(model_cfg) -> Plan:
     allocating nothing: the budget check, the parameter table, the cost model and the builder
     all read this one pass."""
     # a copy: the defaults filled in below must not change the caller's config
-    cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) \
-        else copy.deepcopy(dict(model_cfg))
+    try:
+        cfg = OmegaConf.to_container(model_cfg, resolve=True) \
+            if isinstance(model_cfg, DictConfig) else copy.deepcopy(dict(model_cfg))
+    except InterpolationResolutionError as exc:  # ${data.channels} in a preset read alone
+        raise ConfigError(f"model.{exc.full_key}: {exc.msg.split(chr(10))[0]}; a model preset "
+                          "follows the data (${data.channels}); compose it with its data "
+                          "(python run.py, or tinycnn.presets.load_preset)") from None
     known("model", cfg, MODEL_FIELDS)
     for field in ("blocks", "classifier"):
         if not isinstance(cfg.get(field), Mapping):

@@ -141,8 +141,11 @@ def config_key(cfg) -> str:
 
 
 def recipe(train: dict | None) -> dict | None:
-    """The training recipe proper: a train config without its EVAL_ONLY settings."""
-    return None if train is None else {k: v for k, v in train.items() if k not in EVAL_ONLY}
+    """The training recipe proper: a train config without its EVAL_ONLY settings, and without
+    the keys older recipes lacked where they hold their defaults (schema.implied)."""
+    if train is None:
+        return None
+    return {k: v for k, v in implied({"train": train})["train"].items() if k not in EVAL_ONLY}
 
 
 def save_checkpoint(path, model, model_cfg, data_cfg, metrics: dict) -> None:
