@@ -348,7 +348,7 @@ def test_export_round_trip(sweep, tmp_path, capsys):
     assert net.num_params == recorded["params"] == 21_614
     assert net.param_table() == recorded["params_by_block"]
     # the preset follows the data: ${data.channels}
-    assert OmegaConf.load(preset).in_channels == "${data.channels}"
+    assert OmegaConf.to_container(OmegaConf.load(preset))["in_channels"] == "${data.channels}"
     assert load_preset(conf, "model", "best") == \
         OmegaConf.to_container(OmegaConf.load(sweep / "1" / "config.yaml").model)
     # lr 0.004 is not the default recipe: a matching train preset, and the command says so.
