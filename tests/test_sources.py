@@ -70,10 +70,11 @@ def test_the_default_table_fits_120_columns_and_wide_shows_everything(sweep, cap
     assert max(len(line) for line in wide.splitlines()) > 120
     assert "not shown" not in wide and "train.lr" in wide.splitlines()[0]
     # floats shown to 4 significant digits in tables; json keeps them whole
-    assert any(len(repr(v)) > 8 for v in (r["settings"]["train.lr"] for r in cli_json(capsys, sweep)))
+    lrs = [r["settings"]["train.lr"] for r in cli_json(capsys, sweep)]
+    assert any(len(repr(v)) > 8 for v in lrs)
     code, table, _ = tinycnn(capsys, "compare", sweep, "--settings", "train.lr")
     at = table.splitlines()[0].index("train.lr")
-    cells = [line[at:].split()[0] for line in table.splitlines()[2:] if line.strip()][:4]
+    cells = [line[at:].split()[0] for line in table.split("\n\n")[0].splitlines()[2:]][:4]
     assert cells and all(re.fullmatch(r"0\.0*\d{1,4}", c) for c in cells), cells
 
 
@@ -122,3 +123,32 @@ def test_one_bad_record_is_skipped_and_counted_not_fatal(sweep, tmp_path, capsys
     code, _, err = tinycnn(capsys, "export", copy, "--trial", 0, "--name", "ok", "--conf-dir",
                            conf)
     assert code == 0 and says in err, err
+
+
+def test_compare_shows_filters_and_sorts_on_device_costs(sweep, capsys):
+    """Every run records its MACs and int8 bytes; compare shows them, filters and sorts on them."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from tinycnn.model import count_costs
+    for trial in sweep.glob("trial_*"):
+        m = json.loads((trial / "metrics.json").read_text())
+        if m["status"] in ("complete", "pruned"):
+            model = OmegaConf.load(trial / "config.yaml").model
+            assert {k: m[k] for k in ("params", "macs", "peak_bytes", "flash_bytes")} == \
+                count_costs(model).totals()
+    code, out, err = tinycnn(capsys, "compare", sweep)
+    assert code == 0 and "MACs  peak KB  flash KB" in out.splitlines()[0]
+    assert re.search(r"21,614\s+757k\s+12\.5\s+21\.7\s", out)  # the paper: 756,880 MACs
+    rows = cli_json_all(capsys, sweep, "--where", "peak_kb<=12.544", "--sort", "macs:desc")
+    assert rows and all(r["peak_kb"] <= 12.544 for r in rows)
+    macs = [r["macs"] for r in rows]
+    assert macs == sorted(macs, reverse=True)
+
+
+def cli_json_all(capsys, source, *args):
+    import json
+    code, out, err = tinycnn(capsys, "compare", source, "--format", "json", *args)
+    assert code == 0, err
+    return json.loads(out)

@@ -19,8 +19,8 @@ from tinycnn.record import Run, recipe, standing
 from tinycnn.results import display_path
 
 FORMATS = ("table", "markdown", "csv", "json")
-FIELDS = ("trial", "state", "params", "val_acc", "test_acc", "train_acc", "seconds", "n", "seed",
-          "pareto", "baseline", "dir", "reason")
+FIELDS = ("trial", "state", "params", "macs", "peak_kb", "flash_kb", "val_acc", "test_acc",
+          "train_acc", "seconds", "n", "seed", "pareto", "baseline", "dir", "reason")
 ALIASES = {"seeds": "n", "sec": "seconds"}  # the table's column names work as keys too
 
 
@@ -43,6 +43,11 @@ class Row:
         self.runs, self.n, self.repeats = runs, len(per_seed), len(runs) - len(per_seed)
         self.trial, self.state, self.params = first.trial, first.state, first.params
         self.seed, self.dir, self.reason = first.seed, first.dir, first.reason
+        # what the network costs on a device (tinycnn/costs.py); KB = 1,000 bytes, as budgets
+        # such as "peak memory <= 2,500 B" are written
+        self.macs = first.macs
+        self.peak_kb = None if first.peak_bytes is None else first.peak_bytes / 1000
+        self.flash_kb = None if first.flash_bytes is None else first.flash_bytes / 1000
         self.settings = first.settings  # the same for every seed: that is what grouped them
         self.stats = {k: _mean_std([getattr(r, k) for r in self.seed_runs])
                       for k in ("val_acc", "test_acc", "train_acc", "seconds")}
@@ -290,8 +295,10 @@ def table_cells(rows: list[Row], settings: list[str], ranked: bool = False,
                 dirs_under: str | None = None) -> tuple[list[str], list[list[str]]]:
     """Header and text cells for the human formats (accuracies in percent); ranked: a first
     column numbering the rows 1, 2, ...; dirs_under: run folders shown relative to it."""
-    header = ["rank"] * ranked + ["trial", "state", "params", "val %", "test %", "sec", "seeds",
-                                  *[short_name(k) for k in settings], "note", "dir"]
+    costs = any(r.macs is not None for r in rows)  # runs recorded before costs have none
+    header = ["rank"] * ranked + ["trial", "state", "params", *COST_COLUMNS * costs, "val %",
+                                  "test %", "sec", "seeds", *[short_name(k) for k in settings],
+                                  "note", "dir"]
     body = []
     for i, r in enumerate(rows, 1):
         where = display_path(r.dir)
@@ -299,6 +306,7 @@ def table_cells(rows: list[Row], settings: list[str], ranked: bool = False,
             where = os.path.relpath(str(r.dir), dirs_under)
         body.append([str(i)] * ranked + [_trials(r), r.state,
                      f"{r.params:,}" if r.params is not None else "-",
+                     *(_cost_cells(r) if costs else []),
                      _pct(r.stats["val_acc"]), _pct(r.stats["test_acc"]),
                      f"{r.seconds:.1f}" if r.seconds is not None else "-", str(r.n),
                      *[_setting_text(r.settings.get(k)) for k in settings], _note(r), where])
@@ -339,7 +347,15 @@ def fit_table(rows: list[Row], settings: list[str], width: int = WIDTH,
     return text, notes
 
 
-NUMERIC = {"rank", "params", "val %", "test %", "sec", "seeds"}
+COST_COLUMNS = ("MACs", "peak KB", "flash KB")
+NUMERIC = {"rank", "params", *COST_COLUMNS, "val %", "test %", "sec", "seeds"}
+
+
+def _cost_cells(r: Row) -> list[str]:
+    macs = "-" if r.macs is None else f"{r.macs / 1e6:.2f}M" if r.macs >= 1e6 \
+        else f"{r.macs / 1e3:.0f}k"
+    kb = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    return [macs, kb(r.peak_kb), kb(r.flash_kb)]
 
 
 def format_table(rows: list[Row], settings: list[str], ranked: bool = False,
@@ -375,7 +391,7 @@ def records(rows: list[Row], settings: list[str]) -> list[dict]:
     for r in rows:
         out.append({
             "trial": r.trial, "trials": [x.trial for x in r.runs], "state": r.state,
-            "params": r.params,
+            "params": r.params, "macs": r.macs, "peak_kb": r.peak_kb, "flash_kb": r.flash_kb,
             "val_acc": r.val_acc, "val_acc_std": r.stats["val_acc"][1],
             "test_acc": r.test_acc, "test_acc_std": r.stats["test_acc"][1],
             "train_acc": r.train_acc, "seconds": r.seconds,

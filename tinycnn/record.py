@@ -197,6 +197,9 @@ class Run:
     trial: int | None
     state: str
     params: int | None = None
+    macs: int | None = None              # per image (tinycnn/costs.py)
+    peak_bytes: int | None = None        # int8 activations, batch 1
+    flash_bytes: int | None = None       # int8 weights and int32 biases
     val_acc: float | None = None
     test_acc: float | None = None
     train_acc: float | None = None
@@ -283,6 +286,9 @@ def read_run(path: Path, source: str = "") -> Run:
         trial=m["trial"] if isinstance(m.get("trial"), int) else job_number(path),
         state=m["status"],
         params=m.get("params"),
+        macs=m.get("macs"),
+        peak_bytes=m.get("peak_bytes"),
+        flash_bytes=m.get("flash_bytes"),
         val_acc=m.get("val_acc"),
         test_acc=m.get("test_acc"),
         train_acc=m.get("train_acc"),
@@ -301,6 +307,8 @@ def read_run(path: Path, source: str = "") -> Run:
 # What each field of metrics.json must hold when present (null is always allowed): a record
 # edited by hand or written by other code is refused in one line, never a traceback later.
 _FIELDS = {"params": "a whole number >= 0", "seed": "a whole number >= 0",
+           "macs": "a whole number >= 0", "peak_bytes": "a whole number >= 0",
+           "flash_bytes": "a whole number >= 0",
            "trial": "a whole number >= 0", "seconds": "a number >= 0",
            "train_acc": "an accuracy from 0 to 1", "val_acc": "an accuracy from 0 to 1",
            "test_acc": "an accuracy from 0 to 1", "train_loss": "a number",
@@ -310,7 +318,7 @@ _FIELDS = {"params": "a whole number >= 0", "seed": "a whole number >= 0",
 
 def _field_ok(key: str, v) -> bool:
     num = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-    if key in ("params", "seed", "trial"):
+    if key in ("params", "seed", "trial", "macs", "peak_bytes", "flash_bytes"):
         return num and isinstance(v, int) and v >= 0
     if key.endswith("_acc"):
         return num and 0 <= v <= 1

@@ -151,6 +151,7 @@ def _run_from_trial(trial, study_name: str) -> Run:
         trial=trial.number,
         state=state,
         params=params if isinstance(params, int) else metrics.get("params"),
+        **{k: ua.get(k, metrics.get(k)) for k in ("macs", "peak_bytes", "flash_bytes")},
         val_acc=val,
         test_acc=ua.get("test_acc"),
         train_acc=ua.get("train_acc"),

@@ -116,7 +116,7 @@ def _set_up(cfg):
 
 def _new_record(cfg, model, device, overrides) -> dict:
     """metrics.json as it starts: what was run, where, with which versions."""
-    record = {"status": "running", "data": cfg.data.get("name"), "params": model.num_params,
+    record = {"status": "running", "data": cfg.data.get("name"), **model.costs.totals(),
               "params_by_block": model.param_table(), "seed": cfg.seed,
               "epochs": cfg.train.epochs, "device": str(device), "config_key": config_key(cfg),
               "overrides": list(overrides), "history": [], "versions": versions(), "code": code_version(),
