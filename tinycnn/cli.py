@@ -6,6 +6,7 @@
                                         a trial's network as conf/model/NAME.yaml
   tinycnn reproduce RUN_DIR             rerun a recorded run and compare its numbers
   tinycnn evaluate MODEL_PT             test accuracy of saved weights
+  tinycnn deploy RUN_DIR [--int8]       ONNX (norms folded), checked, int8, timed
 """
 
 import argparse
@@ -139,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="MNIST folder to use instead of the recorded data.root")
     p.add_argument("--quiet", action="store_true", help="do not print the run's own output")
+
+    p = sub.add_parser("deploy", help="the run as ONNX (norms folded), checked, int8, timed",
+                       description="Write RUN_DIR/model.onnx with norms folded and check "
+                       "onnxruntime's logits against torch's; with --int8 also "
+                       "model.int8.onnx (static QDQ quantisation calibrated on training images) "
+                       "with its accuracy; latency and sizes of both; all in deploy.json. Needs "
+                       "the deploy extra: pip install -e \".[deploy]\".")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder")
+    p.add_argument("--int8", action="store_true", help="also quantise to int8 and measure it")
+    p.add_argument("--calibration", type=_positive, default=1000, metavar="N",
+                   help="training images to calibrate the int8 ranges on (default: 1000)")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="data folder to use instead of the recorded data.root")
 
     p = sub.add_parser("evaluate", help="test accuracy of saved weights (model.pt)",
                        description="Load a tinycnn model.pt safely (weights_only=True), rebuild "
@@ -356,6 +370,14 @@ def cmd_reproduce(args) -> int:
     return 0 if result.within else 1
 
 
+def cmd_deploy(args) -> int:
+    from tinycnn.deploy import deploy, report
+    out = deploy(args.run_dir, int8=args.int8, data_root=args.data_root,
+                 calibration=args.calibration)
+    print(report(out, args.run_dir))
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from tinycnn.evaluate import evaluate_checkpoint, report
     result = evaluate_checkpoint(args.checkpoint, data_root=args.data_root,
@@ -366,7 +388,7 @@ def cmd_evaluate(args) -> int:
 
 
 COMMANDS = {"compare": cmd_compare, "confirm": cmd_confirm, "export": cmd_export, "reproduce": cmd_reproduce,
-            "evaluate": cmd_evaluate}
+            "evaluate": cmd_evaluate, "deploy": cmd_deploy}
 
 
 def main(argv=None) -> int:

@@ -33,6 +33,7 @@ EVAL_ONLY = ("evals_per_epoch", "eval_batch_size")
 # A run's status in metrics.json, and a trial's in the study: the one list.
 STATUSES = ("complete", "pruned", "failed", "infeasible", "running", "waiting")
 CONFIG, METRICS, WEIGHTS = "config.yaml", "metrics.json", "model.pt"  # a run folder's record
+DEPLOY = "deploy.json"  # tinycnn deploy's figures, beside them
 
 
 def write_record(out_dir, cfg, metrics: dict) -> None:
@@ -60,6 +61,15 @@ def read_metrics(out_dir) -> dict:
     except (OSError, ValueError):
         return {}
     return m if isinstance(m, dict) else {}
+
+
+def read_deploy(out_dir) -> dict:
+    """deploy.json of a run folder; {} when there is none or it cannot be read."""
+    try:
+        d = json.loads((Path(out_dir) / DEPLOY).read_text())
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
 
 
 def _atomic(path: Path, write) -> None:
