@@ -3,6 +3,7 @@ images, accuracies, sizes and latency in deploy.json; and one line without the e
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +41,13 @@ def test_deploy_writes_a_checked_onnx_and_an_int8_model(trained, capsys):
     assert d["float"]["stored_bytes"] > 4 * 20_000 > 2 * d["int8"]["stored_bytes"]
     assert "onnxruntime's logits within" in out and "int8:  val" in out
     assert "WARNING" not in err
+    # compare reads deploy.json: int8 accuracy and latency columns
+    code = cli.main(["compare", str(trained), "--format", "json"])
+    row = json.loads(capsys.readouterr()[0])[0]
+    assert row["int8_test_acc"] == d["int8"]["test_acc"] and row["int8_seeds"] == 1
+    assert row["int8_us"] == d["int8"]["latency_us"]["median"]
+    cli.main(["compare", str(trained)])
+    assert "int8 test %  int8 µs" in capsys.readouterr()[0]
 
 
 def test_deploy_without_the_extra_is_one_line(trained, tmp_path):
@@ -52,3 +60,17 @@ def test_deploy_without_the_extra_is_one_line(trained, tmp_path):
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
         "tinycnn deploy: error: tinycnn deploy needs onnx and onnxruntime (onnxruntime is not "
         "installed): pip install -e \".[deploy]\""], p.stderr
+
+
+def test_confirm_deploy_reports_int8_over_the_seeds(trained, tmp_path, capsys):
+    code = cli.main(["confirm", str(trained), "--top", "1", "--seeds", "2", "--deploy",
+                     "--out", str(tmp_path / "confirm"), "--format", "json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    [row] = json.loads(out)
+    assert row["seeds"] == 2 and row["int8_seeds"] == 2
+    runs = [json.loads((Path(d) / "deploy.json").read_text())["int8"]
+            for d in row["dirs"]]
+    accs = [r["test_acc"] for r in runs]
+    assert row["int8_test_acc_mean"] == pytest.approx(sum(accs) / 2)
+    assert row["int8_test_acc_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)

@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "seeds, val_acc_mean, val_acc_std, test_acc_mean, test_acc_std, params, dirs")
     p.add_argument("--settings", default=None, metavar="KEYS",
                    help="setting columns, comma-separated, or none (default: those that differ)")
+    p.add_argument("--deploy", action="store_true",
+                   help="also run `tinycnn deploy --int8` on every confirmed seed run and report "
+                   "int8 accuracy as mean ± std over the seeds (needs the deploy extra)")
 
     p = sub.add_parser("export", help="write a trial's network as a preset in conf/model/",
                        description="Write the trial's model config as conf/model/NAME.yaml (and "
@@ -298,6 +301,12 @@ def cmd_confirm(args) -> int:
           f"{display_path(out)}")
     F.run_jobs(jobs, args.jobs)
     ranked = F.ranking(rows, folders)
+    if args.deploy:
+        from tinycnn.deploy import need_extra
+        need_extra()
+        n = F.deploy_all(ranked, args.data_root)
+        _note(f"deployed {n} run(s) to ONNX and int8 (the others had deploy.json already)")
+        ranked = F.ranking(rows, folders)  # read again, with their deploy.json
     settings = C.pick_settings(ranked, args.settings)
     recs = F.records(ranked, settings)
     saved = F.save(out, recs, args.sources, args.seeds)

@@ -20,7 +20,8 @@ from tinycnn.results import display_path
 
 FORMATS = ("table", "markdown", "csv", "json")
 FIELDS = ("trial", "state", "params", "macs", "peak_kb", "flash_kb", "val_acc", "test_acc",
-          "train_acc", "seconds", "n", "seed", "pareto", "baseline", "dir", "reason")
+          "int8_val_acc", "int8_test_acc", "int8_us", "train_acc", "seconds", "n", "seed",
+          "pareto", "baseline", "dir", "reason")
 ALIASES = {"seeds": "n", "sec": "seconds"}  # the table's column names work as keys too
 
 
@@ -48,6 +49,13 @@ class Row:
         self.macs = first.macs
         self.peak_kb = None if first.peak_bytes is None else first.peak_bytes / 1000
         self.flash_kb = None if first.flash_bytes is None else first.flash_bytes / 1000
+        # tinycnn deploy's int8 figures: the mean over the seeds deployed
+        int8 = [r.deploy["int8"] for r in self.seed_runs if "int8" in r.deploy]
+        self.int8_stats = {k: _mean_std([q.get(k) for q in int8]) for k in ("val_acc", "test_acc")}
+        self.int8_val_acc, self.int8_test_acc = (self.int8_stats[k][0]
+                                                 for k in ("val_acc", "test_acc"))
+        self.int8_us = _mean_std([q["latency_us"]["median"] for q in int8])[0] if int8 else None
+        self.int8_n = len(int8)
         self.settings = first.settings  # the same for every seed: that is what grouped them
         self.stats = {k: _mean_std([getattr(r, k) for r in self.seed_runs])
                       for k in ("val_acc", "test_acc", "train_acc", "seconds")}
@@ -296,9 +304,10 @@ def table_cells(rows: list[Row], settings: list[str], ranked: bool = False,
     """Header and text cells for the human formats (accuracies in percent); ranked: a first
     column numbering the rows 1, 2, ...; dirs_under: run folders shown relative to it."""
     costs = any(r.macs is not None for r in rows)  # runs recorded before costs have none
+    int8 = any(r.int8_n for r in rows)  # tinycnn deploy --int8 ran on some
     header = ["rank"] * ranked + ["trial", "state", "params", *COST_COLUMNS * costs, "val %",
-                                  "test %", "sec", "seeds", *[short_name(k) for k in settings],
-                                  "note", "dir"]
+                                  "test %", *INT8_COLUMNS * int8, "sec", "seeds",
+                                  *[short_name(k) for k in settings], "note", "dir"]
     body = []
     for i, r in enumerate(rows, 1):
         where = display_path(r.dir)
@@ -308,6 +317,7 @@ def table_cells(rows: list[Row], settings: list[str], ranked: bool = False,
                      f"{r.params:,}" if r.params is not None else "-",
                      *(_cost_cells(r) if costs else []),
                      _pct(r.stats["val_acc"]), _pct(r.stats["test_acc"]),
+                     *(_int8_cells(r) if int8 else []),
                      f"{r.seconds:.1f}" if r.seconds is not None else "-", str(r.n),
                      *[_setting_text(r.settings.get(k)) for k in settings], _note(r), where])
     return header, body
@@ -348,7 +358,14 @@ def fit_table(rows: list[Row], settings: list[str], width: int = WIDTH,
 
 
 COST_COLUMNS = ("MACs", "peak KB", "flash KB")
-NUMERIC = {"rank", "params", *COST_COLUMNS, "val %", "test %", "sec", "seeds"}
+INT8_COLUMNS = ("int8 test %", "int8 µs")
+NUMERIC = {"rank", "params", *COST_COLUMNS, "val %", "test %", *INT8_COLUMNS, "sec", "seeds"}
+
+
+def _int8_cells(r: Row) -> list[str]:
+    if not r.int8_n:
+        return ["-", "-"]
+    return [_pct(r.int8_stats["test_acc"]), f"{r.int8_us:.0f}"]
 
 
 def _cost_cells(r: Row) -> list[str]:
@@ -392,6 +409,8 @@ def records(rows: list[Row], settings: list[str]) -> list[dict]:
         out.append({
             "trial": r.trial, "trials": [x.trial for x in r.runs], "state": r.state,
             "params": r.params, "macs": r.macs, "peak_kb": r.peak_kb, "flash_kb": r.flash_kb,
+            "int8_val_acc": r.int8_val_acc, "int8_test_acc": r.int8_test_acc,
+            "int8_us": r.int8_us, "int8_seeds": r.int8_n,
             "val_acc": r.val_acc, "val_acc_std": r.stats["val_acc"][1],
             "test_acc": r.test_acc, "test_acc_std": r.stats["test_acc"][1],
             "train_acc": r.train_acc, "seconds": r.seconds,

@@ -160,11 +160,29 @@ def records(rows: list[Row], settings: list[str]) -> list[dict]:
             "seed_list": [x.seed for x in r.seed_runs],
             "val_acc_mean": vm, "val_acc_std": vs, "test_acc_mean": tm, "test_acc_std": ts,
             "seconds_mean": sm, "config_key": r.runs[0].config_key,
+            **({"int8_seeds": r.int8_n,
+                "int8_val_acc_mean": r.int8_stats["val_acc"][0],
+                "int8_val_acc_std": r.int8_stats["val_acc"][1],
+                "int8_test_acc_mean": r.int8_stats["test_acc"][0],
+                "int8_test_acc_std": r.int8_stats["test_acc"][1]} if r.int8_n else {}),
             "source": r.runs[0].source,
             "settings": {k: r.settings.get(k) for k in settings},
             "dirs": [str(x.dir) for x in r.seed_runs],
         })
     return recs
+
+
+def deploy_all(rows: list[Row], data_root=None) -> int:
+    """tinycnn deploy --int8 on every seed run of the rows that has no int8 figures yet; returns
+    how many were deployed."""
+    from tinycnn.deploy import deploy
+    done = 0
+    for row in rows:
+        for run in row.seed_runs:
+            if "int8" not in run.deploy and run.dir is not None:
+                deploy(run.dir, int8=True, data_root=data_root)
+                done += 1
+    return done
 
 
 def format_table(rows: list[Row], settings: list[str], markdown: bool = False) -> str:

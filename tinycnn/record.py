@@ -224,6 +224,7 @@ class Run:
     baseline: bool = False
     reason: str | None = None            # why failed / infeasible
     source: str = ""
+    deploy: dict = field(default_factory=dict)  # deploy.json (tinycnn deploy), when there is one
 
 
 class DamagedRun(TinycnnError):
@@ -312,6 +313,7 @@ def read_run(path: Path, source: str = "") -> Run:
         params_by_block=m.get("params_by_block"),
         reason=m.get("error"),
         source=source,
+        deploy=read_deploy(path),
     )
 
 # What each field of metrics.json must hold when present (null is always allowed): a record
