@@ -480,7 +480,8 @@ def test_python_dash_m(sweep):
 
 
 def test_same_seed_repeats_are_not_counted_as_seeds():
-    from tinycnn.compare import format_table, group
+    from tinycnn.compare import group
+    from tinycnn.table import format_table
     from tinycnn.results import Run
     runs = [Run(trial=t, state="complete", params=100, val_acc=v, test_acc=v, seed=s,
                 config_key="k") for t, v, s in ((10, 0.9, 0), (11, 0.9, 0), (12, 0.8, 1))]

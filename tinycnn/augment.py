@@ -28,7 +28,7 @@ def active(aug) -> bool:
 
 
 def translate(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
-    """Each image shifted by its own (dy, dx) in [-k, k], the edge filled with zeros (B, C, H, W)."""
+    """Each image (B, C, H, W) shifted by its own (dy, dx) in [-k, k], the edge filled with 0."""
     b, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (k, k, k, k))
     dy, dx = (torch.randint(0, 2 * k + 1, (b,), generator=g) for _ in range(2))

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from tinycnn.compare import Row, csv_text, group
+from tinycnn.compare import Row, group
+from tinycnn.table import csv_text
 from tinycnn.errors import TinycnnError
 from tinycnn.record import record_config, write_json_atomic
 from tinycnn.record import DamagedRun, Run, read_run
@@ -187,7 +188,7 @@ def deploy_all(rows: list[Row], data_root=None) -> int:
 
 def format_table(rows: list[Row], settings: list[str], markdown: bool = False) -> str:
     """compare's table (or markdown) with a rank column in front."""
-    from tinycnn.compare import format_markdown, format_table as compare_table
+    from tinycnn.table import format_markdown, format_table as compare_table
     return (format_markdown if markdown else compare_table)(rows, settings, ranked=True)
 
 

@@ -118,4 +118,3 @@ def conv_side(side: int, stride: int) -> int:
     """A same-padded (padding = kernel // 2, odd kernel) conv's output side: ceil(side / stride),
     which is PyTorch's floor((side + 2 * (k // 2) - k) / stride) + 1; never 0."""
     return -(-side // stride)
-

@@ -180,7 +180,8 @@ def read_idx(path: Path, images: bool, what: str = "data") -> torch.Tensor:
 
 class _Arrays(pickle.Unpickler):
     """CIFAR's batches are pickled dicts of numpy arrays: nothing else may be unpickled."""
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module, name):

@@ -246,8 +246,8 @@ def report(out: dict, run_dir) -> str:
         r = out["running_stats"]
         lines.append(f"batch statistics replaced by running statistics estimated on "
                      f"{r['estimated_on_train_images']:,} training images: val accuracy at batch "
-                     f"1 {pct(r['val_acc_batch1_before'])} before, {pct(r['val_acc_batch1_after'])} "
-                     "after")
+                     f"1 {pct(r['val_acc_batch1_before'])} before, "
+                     f"{pct(r['val_acc_batch1_after'])} after")
     lines.append(f"float: val {pct(f['val_acc'])}, test {pct(f['test_acc'])}, "
                  f"{f['file_bytes']:,} bytes ({f['stored_bytes']:,} of numbers), "
                  f"{f['latency_us']['median']:.0f} µs median, {f['latency_us']['p90']:.0f} µs p90 "
@@ -261,4 +261,3 @@ def report(out: dict, run_dir) -> str:
     lines += [f"note: {n}" for n in out["notes"]]
     lines.append(f"written: {run_dir}/deploy.json")
     return "\n".join(lines)
-

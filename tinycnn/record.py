@@ -316,6 +316,7 @@ def read_run(path: Path, source: str = "") -> Run:
         deploy=read_deploy(path),
     )
 
+
 # What each field of metrics.json must hold when present (null is always allowed): a record
 # edited by hand or written by other code is refused in one line, never a traceback later.
 _FIELDS = {"params": "a whole number >= 0", "seed": "a whole number >= 0",

@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from tinycnn.errors import TinycnnError
-from tinycnn.record import CONFIG, METRICS, DamagedRun, Run, config_key_of, is_run_dir, \
+from tinycnn.record import CONFIG, DamagedRun, Run, config_key_of, is_run_dir, \
     job_number, load_config, read_metrics, read_run, settings as _settings, standing
 
 DEFAULT_STORAGE = "sqlite:///outputs/optuna.db"

@@ -119,7 +119,8 @@ def _new_record(cfg, model, device, overrides) -> dict:
     record = {"status": "running", "data": cfg.data.get("name"), **model.costs.totals(),
               "params_by_block": model.param_table(), "seed": cfg.seed,
               "epochs": cfg.train.epochs, "device": str(device), "config_key": config_key(cfg),
-              "overrides": list(overrides), "history": [], "versions": versions(), "code": code_version(),
+              "overrides": list(overrides), "history": [], "versions": versions(),
+              "code": code_version(),
               "machine": machine(device)}
     if cfg.get("optuna") and cfg.optuna.get("trial") is not None:
         record["trial"] = int(cfg.optuna.trial)
