@@ -96,6 +96,17 @@ def mnist_root() -> str:
 
 # --- shared results: trained or swept once per session, read by many tests --------------------
 # Read-only: a test that changes one copies it first (shutil.copytree into its tmp_path).
+SHARED = ("small_grid", "small_sweep")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items):
+    """pytest -n 2 (pytest-xdist) gives each worker its own session: the tests that read a shared
+    grid or sweep go to one worker (--dist loadgroup), so each is made once."""
+    for item in items:
+        if any(name in SHARED for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("shared_sweeps"))
+
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, one_thread) -> Path:

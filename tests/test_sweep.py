@@ -309,6 +309,7 @@ def failing_then_hopeless(tmp_path_factory):
     return p, load(tmp_path, "t").trials
 
 
+@pytest.mark.xdist_group("failing_then_hopeless")  # one worker: one sweep
 def test_failing_trial_does_not_stop_the_sweep(failing_then_hopeless):
     p, trials = failing_then_hopeless
     assert p.returncode == 0, p.output
@@ -330,6 +331,7 @@ def test_broken_sweep_stops_at_max_failure_rate(tmp_path):
     assert metrics(trials[0].user_attrs["dir"])["error"].startswith("ConfigError: train.lr")
 
 
+@pytest.mark.xdist_group("failing_then_hopeless")  # one worker: one sweep
 def test_pruning_stops_a_hopeless_trial(failing_then_hopeless):
     p, trials = failing_then_hopeless
     assert p.returncode == 0, p.output
