@@ -118,7 +118,7 @@ def trained_run(tmp_path_factory, one_thread) -> Path:
     return folder
 
 
-# The shared grid and search train on fewer images still, one check per epoch.
+# The shared grid and search train on fewer images still (the grid: one check per epoch).
 TINY = ["data.limit=256", "data.val_size=256", "data.test_limit=500", "train.evals_per_epoch=1"]
 
 
@@ -137,7 +137,7 @@ def small_grid(tmp_path_factory) -> Path:
 
 
 class Sweep(NamedTuple):
-    folder: Path  # the trial folders trial_0 ... and optimization_results.yaml
+    folder: Path  # .../sweep: trial_0 ... trial_4 and optimization_results.yaml
     url: str      # the SQLite storage holding the study
     study: str
     args: list    # run.py's arguments after -m, storage and folder aside: repeat it with these
