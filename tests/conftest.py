@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -91,3 +92,71 @@ def sweep_cmd(tmp_path, *args: str, out: str = "run") -> list:
 @pytest.fixture(scope="session")
 def mnist_root() -> str:
     return os.environ.get("TINYCNN_DATA", str(REPO / "data"))
+
+
+# --- shared results: trained or swept once per session, read by many tests --------------------
+# Read-only: a test that changes one copies it first (shutil.copytree into its tmp_path).
+SHARED = ("small_grid", "small_sweep")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items):
+    """pytest -n 2 (pytest-xdist) gives each worker its own session: the tests that read a shared
+    grid or sweep go to one worker (--dist loadgroup), so each is made once."""
+    for item in items:
+        if any(name in SHARED for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("shared_sweeps"))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, one_thread) -> Path:
+    """A finished run folder (config.yaml, metrics.json, model.pt) of `compose_cfg()`: the paper's
+    network and recipe on the SMALL data, seed 0, trained in-process."""
+    from tinycnn.runner import run
+    folder = tmp_path_factory.mktemp("trained_run")
+    run(compose_cfg(), folder)
+    return folder
+
+
+# The shared grid and search train on fewer images still (the grid: one check per epoch).
+TINY = ["data.limit=256", "data.val_size=256", "data.test_limit=500", "train.evals_per_epoch=1"]
+
+
+@pytest.fixture(scope="session")
+def small_grid(tmp_path_factory) -> Path:
+    """A real Hydra multirun (`python run.py -m`, the basic sweeper) on TINY data: seeds 0, 1 x
+    train.lr 0.002 (the paper's), 0.004 -> job folders 0..3 = (0, 0.002), (0, 0.004), (1, 0.002),
+    (1, 0.004), in outputs/multirun/2030-01-01/12-00-00 under a folder of its own."""
+    root = tmp_path_factory.mktemp("grid")
+    out = root / "multirun" / "2030-01-01" / "12-00-00"
+    p = run_py("-m", *TINY, "seed=0,1", "train.lr=0.002,0.004", f"hydra.sweep.dir={out}",
+               cwd=root)
+    assert p.returncode == 0, p.output[-4000:]
+    assert sorted(x.name for x in out.iterdir() if x.is_dir()) == ["0", "1", "2", "3"]
+    return out
+
+
+class Sweep(NamedTuple):
+    folder: Path  # .../sweep: trial_0 ... trial_4 and optimization_results.yaml
+    url: str      # the SQLite storage holding the study
+    study: str
+    args: list    # run.py's arguments after -m, storage and folder aside: repeat it with these
+    output: str   # what the sweep printed (stdout + stderr)
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory) -> Sweep:
+    """A finished Optuna search through the tinycnn_optuna sweeper (sweeps/paper25k, one worker,
+    no pruning) of 5 trials on TINY data, with the recipe's own checks per epoch (a winner
+    exported with the paper's recipe then repeats its run exactly): trial 0 is the paper's
+    network; over-budget proposals are recorded infeasible, never trained (with sampler seed 0:
+    trials 0, 3, 4 trained, 1, 2 infeasible)."""
+    root = tmp_path_factory.mktemp("small_sweep")
+    url = f"sqlite:///{root / 'optuna.db'}"
+    args = ["sweeps=paper25k", *TINY[:3], "hydra.sweeper.n_trials=5",
+            "hydra.sweeper.n_workers=1", "hydra.sweeper.pruner.name=none",
+            "hydra.sweeper.study_name=small"]
+    p = run_py("-m", *args, f"hydra.sweeper.storage={url}", f"hydra.sweep.dir={root / 'sweep'}",
+               cwd=root)
+    assert p.returncode == 0, p.output[-4000:]
+    return Sweep(root / "sweep", url, "small", args, p.output)

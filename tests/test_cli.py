@@ -1,7 +1,8 @@
 """tinycnn compare / export / reproduce / evaluate on a small real sweep (MNIST subset).
 
-One plain Hydra grid (2 learning rates x 2 seeds) is trained once per module in a subprocess;
-a real SQLite Optuna study is written over its job folders; every command then runs in-process
+One plain Hydra grid (2 learning rates x 2 seeds, conftest's small_grid) and one small Optuna
+search (small_sweep) are run once per session in a subprocess; a real SQLite Optuna study is
+written over the grid's job folders; every command then runs in-process
 through tinycnn.cli.main, the way the console script calls it.
 """
 
@@ -28,21 +29,7 @@ from tinycnn.model import build_model
 from tinycnn.plot import plot_rows
 from tinycnn.results import Run
 
-SMALL = ["data.limit=256", "data.val_size=256", "data.test_limit=500", "train.evals_per_epoch=1"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> Path:
-    """A real multirun: train.lr 0.002 (the paper's) and 0.004, seeds 0 and 1 -> jobs 0..3."""
-    root = tmp_path_factory.mktemp("sweep")
-    out = root / "multirun" / "2030-01-01" / "12-00-00"
-    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "-m", *SMALL, "seed=0,1",
-                           "train.lr=0.002,0.004", f"hydra.sweep.dir={out}"],
-                          cwd=root, env=sub_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
-    return out
 
 
 def metrics(job: Path) -> dict:
@@ -65,13 +52,13 @@ def compare_json(capsys, *argv) -> list[dict]:
 
 # --- compare on the grid -------------------------------------------------------------------------
 
-def test_compare_groups_seeds_into_mean_and_std(sweep, capsys):
-    rows = compare_json(capsys, sweep)
+def test_compare_groups_seeds_into_mean_and_std(small_grid, capsys):
+    rows = compare_json(capsys, small_grid)
     assert len(rows) == 2  # 4 runs, 2 configs
     by_lr = {r["settings"]["train.lr"]: r for r in rows}
     assert set(by_lr) == {0.002, 0.004}
     for lr, row in by_lr.items():
-        jobs = [sweep / str(t) for t in row["trials"]]
+        jobs = [small_grid / str(t) for t in row["trials"]]
         vals = [metrics(j)["val_acc"] for j in jobs]
         tests = [metrics(j)["test_acc"] for j in jobs]
         assert row["n"] == 2 and sorted(row["seeds"]) == [0, 1]
@@ -90,16 +77,16 @@ def test_compare_groups_seeds_into_mean_and_std(sweep, capsys):
     assert by_lr[0.002]["baseline"] and not by_lr[0.004]["baseline"]
 
 
-def test_compare_without_grouping_has_one_row_per_run(sweep, capsys):
-    rows = compare_json(capsys, sweep, "--no-group")
+def test_compare_without_grouping_has_one_row_per_run(small_grid, capsys):
+    rows = compare_json(capsys, small_grid, "--no-group")
     assert sorted(r["trial"] for r in rows) == [0, 1, 2, 3]
     assert all(r["n"] == 1 and r["val_acc_std"] is None for r in rows)
     for r in rows:
         assert r["val_acc"] == metrics(Path(r["dir"]))["val_acc"]
 
 
-def test_compare_table_and_markdown(sweep, capsys):
-    code, out, err = tinycnn(capsys, "compare", sweep)
+def test_compare_table_and_markdown(small_grid, capsys):
+    code, out, err = tinycnn(capsys, "compare", small_grid)
     assert code == 0
     header, rule, *body = out.splitlines()[:4]
     for col in ("trial", "state", "params", "val %", "test %", "sec", "seeds", "train.lr", "dir"):
@@ -108,14 +95,14 @@ def test_compare_table_and_markdown(sweep, capsys):
     assert " ± " in body[0] and "21,614" in body[0] and "pareto" in body[0]
     assert "paper" in out and "4 run(s): 4 complete" in err
 
-    code, out, _ = tinycnn(capsys, "compare", sweep, "--format", "markdown")
+    code, out, _ = tinycnn(capsys, "compare", small_grid, "--format", "markdown")
     lines = out.splitlines()
     assert code == 0 and lines[0].startswith("| trial | state |") and lines[1].startswith("|---")
     assert sum(line.startswith("| ") for line in lines) == 3  # header + 2 configs
 
 
-def test_compare_csv(sweep, capsys):
-    code, out, _ = tinycnn(capsys, "compare", sweep, "--format", "csv")
+def test_compare_csv(small_grid, capsys):
+    code, out, _ = tinycnn(capsys, "compare", small_grid, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and len(rows) == 2
     assert {"trial", "state", "params", "val_acc", "val_acc_std", "test_acc", "seconds", "n",
@@ -124,28 +111,28 @@ def test_compare_csv(sweep, capsys):
     assert all(r["n"] == "2" and r["params"] == "21614" for r in rows)
 
 
-def test_compare_where_sort_top(sweep, capsys):
-    assert [r["settings"]["train.lr"] for r in compare_json(capsys, sweep, "--where",
+def test_compare_where_sort_top(small_grid, capsys):
+    assert [r["settings"]["train.lr"] for r in compare_json(capsys, small_grid, "--where",
                                                             "train.lr=0.004")] == [0.004]
-    assert compare_json(capsys, sweep, "--where", "params<20000") == []
-    assert len(compare_json(capsys, sweep, "--where", "seeds=2", "--where", "val_acc>5")) == 2
-    assert len(compare_json(capsys, sweep, "--where", "state=complete", "--where",
+    assert compare_json(capsys, small_grid, "--where", "params<20000") == []
+    assert len(compare_json(capsys, small_grid, "--where", "seeds=2", "--where", "val_acc>5")) == 2
+    assert len(compare_json(capsys, small_grid, "--where", "state=complete", "--where",
                             "params>=21614")) == 2
-    rows = compare_json(capsys, sweep, "--no-group", "--sort", "trial")
+    rows = compare_json(capsys, small_grid, "--no-group", "--sort", "trial")
     assert [r["trial"] for r in rows] == [0, 1, 2, 3]
-    rows = compare_json(capsys, sweep, "--no-group", "--sort", "trial:desc", "--top", "3")
+    rows = compare_json(capsys, small_grid, "--no-group", "--sort", "trial:desc", "--top", "3")
     assert [r["trial"] for r in rows] == [3, 2, 1]
-    code, _, err = tinycnn(capsys, "compare", sweep, "--where", "colour=red")
+    code, _, err = tinycnn(capsys, "compare", small_grid, "--where", "colour=red")
     assert code != 0 and "no column or setting named 'colour'" in err
-    code, _, err = tinycnn(capsys, "compare", sweep, "--where", "params")
+    code, _, err = tinycnn(capsys, "compare", small_grid, "--where", "params")
     assert code != 0 and "KEY OP VALUE" in err
 
 
-def test_compare_defaults_to_the_latest_sweep(sweep, tmp_path, capsys):
+def test_compare_defaults_to_the_latest_sweep(small_grid, tmp_path, capsys):
     outputs = tmp_path / "outputs"
-    shutil.copytree(sweep, outputs / "multirun" / "2030-01-02" / "09-00-00")
+    shutil.copytree(small_grid, outputs / "multirun" / "2030-01-02" / "09-00-00")
     older = outputs / "multirun" / "2030-01-01" / "23-00-00" / "0"
-    shutil.copytree(sweep / "0", older)
+    shutil.copytree(small_grid / "0", older)
     os.utime(older.parent, (1e9, 1e9))  # the latest is the sweep that changed last
     code, out, err = tinycnn(capsys, "compare", "--outputs", outputs, "--format", "json")
     assert code == 0 and len(json.loads(out)) == 2
@@ -154,12 +141,12 @@ def test_compare_defaults_to_the_latest_sweep(sweep, tmp_path, capsys):
     assert code != 0 and "no sweeps under" in err
 
 
-def test_plot_is_a_png_with_one_point_per_config(sweep, tmp_path, capsys):
+def test_plot_is_a_png_with_one_point_per_config(small_grid, tmp_path, capsys):
     png = tmp_path / "plot.png"
-    code, _, err = tinycnn(capsys, "compare", sweep, "--plot", png)
+    code, _, err = tinycnn(capsys, "compare", small_grid, "--plot", png)
     assert code == 0 and "2 complete and 0 pruned config(s) plotted" in err
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
-    code, _, err = tinycnn(capsys, "compare", sweep, "--no-group", "--plot", png)
+    code, _, err = tinycnn(capsys, "compare", small_grid, "--no-group", "--plot", png)
     assert "4 complete and 0 pruned" in err
 
 
@@ -196,8 +183,8 @@ def test_plot_points_match_rows(tmp_path):
 # --- Optuna study --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def study(sweep, tmp_path_factory) -> str:
-    """A real SQLite study whose trials point at the sweep's job folders, as the sweeper records
+def study(small_grid, tmp_path_factory) -> str:
+    """A real SQLite study whose trials point at the grid's job folders, as the sweeper records
     them; trial 2 is infeasible (over budget, never trained), trial 3 pruned on another machine."""
     url = f"sqlite:///{tmp_path_factory.mktemp('study') / 'optuna.db'}"
     s = optuna.create_study(study_name="grid", storage=url, direction="maximize")
@@ -209,10 +196,10 @@ def study(sweep, tmp_path_factory) -> str:
                                               params={"train.lr": lr}, distributions=dist))
 
     for job in (0, 1):
-        m = metrics(sweep / str(job))
+        m = metrics(small_grid / str(job))
         add(optuna.trial.TrialState.COMPLETE, m["val_acc"], [0.002, 0.004][job], state="complete",
             params=m["params"], val_acc=m["val_acc"], test_acc=m["test_acc"],
-            train_acc=m["train_acc"], seconds=m["seconds"], dir=str(sweep / str(job)),
+            train_acc=m["train_acc"], seconds=m["seconds"], dir=str(small_grid / str(job)),
             overrides=m["overrides"], baseline=job == 0)
     add(optuna.trial.TrialState.COMPLETE, 0.0, 0.003, state="infeasible", params=31_000,
         reason="31,000 parameters > max_params 25,000", dir=None, overrides=["train.lr=0.003"])
@@ -244,8 +231,8 @@ def test_compare_reads_a_study(study, capsys, tmp_path):
     assert code == 0 and "2 complete and 1 pruned config(s) plotted" in err
 
 
-def test_compare_several_sources_counts_each_run_once(sweep, study, capsys):
-    rows = compare_json(capsys, sweep, "grid", "--storage", study, "--no-group")
+def test_compare_several_sources_counts_each_run_once(small_grid, study, capsys):
+    rows = compare_json(capsys, small_grid, "grid", "--storage", study, "--no-group")
     # 4 job folders, plus the study's 2 trials without a folder here (its other 2 are jobs 0, 1)
     assert len(rows) == 6
     assert sorted(Path(r["dir"]).name for r in rows if r["dir"] and Path(r["dir"]).exists()) == \
@@ -267,23 +254,8 @@ def test_export_from_a_study_trial(study, tmp_path, capsys):
     assert OmegaConf.load(conf / "model" / "elsewhere.yaml").blocks.res1.scale == 2.0
 
 
-@pytest.fixture(scope="module")
-def optuna_sweep(tmp_path_factory) -> tuple[Path, str]:
-    """A real Optuna search (sweeps/paper25k) of 5 trials through the sweeper plugin: trial 0 is
-    the paper preset; networks that cannot be built are recorded infeasible, never trained."""
-    root = tmp_path_factory.mktemp("optuna")
-    url = f"sqlite:///{root / 'optuna.db'}"
-    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "-m", "sweeps=paper25k", *SMALL,
-                           "hydra.sweeper.n_trials=5", "hydra.sweeper.n_workers=1",
-                           f"hydra.sweeper.storage={url}",
-                           "hydra.sweeper.study_name=small", f"hydra.sweep.dir={root / 'sweep'}"],
-                          cwd=root, env=sub_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return root / "sweep", url
-
-
-def test_compare_optuna_study_and_its_folder_agree(optuna_sweep, capsys, tmp_path):
-    folder, url = optuna_sweep
+def test_compare_optuna_study_and_its_folder_agree(small_sweep, capsys, tmp_path):
+    folder, url = small_sweep.folder, small_sweep.url
     by_study = compare_json(capsys, "small", "--storage", url, "--sort", "trial")
     by_folder = compare_json(capsys, folder, "--sort", "trial")
     assert [r["trial"] for r in by_study] == list(range(5))
@@ -333,10 +305,10 @@ def test_compare_optuna_study_and_its_folder_agree(optuna_sweep, capsys, tmp_pat
 
 # --- export / reproduce / evaluate ---------------------------------------------------------------
 
-def test_export_round_trip(sweep, tmp_path, capsys):
+def test_export_round_trip(small_grid, tmp_path, capsys):
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
-    args = ["export", "--from", sweep, "--trial", 1, "--name", "best", "--conf-dir", conf]
+    args = ["export", "--from", small_grid, "--trial", 1, "--name", "best", "--conf-dir", conf]
     code, out, err = tinycnn(capsys, *args)
     assert code == 0, err
     preset = conf / "model" / "best.yaml"
@@ -344,13 +316,13 @@ def test_export_round_trip(sweep, tmp_path, capsys):
     assert text.startswith("# Exported by `tinycnn export` from trial 1")
     from tinycnn.presets import load_preset
     net = build_model(load_preset(conf, "model", "best"))
-    recorded = metrics(sweep / "1")
+    recorded = metrics(small_grid / "1")
     assert net.num_params == recorded["params"] == 21_614
     assert net.param_table() == recorded["params_by_block"]
     # the preset follows the data: ${data.channels}
     assert OmegaConf.to_container(OmegaConf.load(preset))["in_channels"] == "${data.channels}"
     assert load_preset(conf, "model", "best") == \
-        OmegaConf.to_container(OmegaConf.load(sweep / "1" / "config.yaml").model)
+        OmegaConf.to_container(OmegaConf.load(small_grid / "1" / "config.yaml").model)
     # lr 0.004 is not the default recipe: a matching train preset, and the command says so.
     assert OmegaConf.load(conf / "train" / "best.yaml").lr == 0.004
     assert "python run.py model=best train=best" in out
@@ -363,27 +335,27 @@ def test_export_round_trip(sweep, tmp_path, capsys):
     assert code == 0, err
 
     # The paper recipe needs no train preset.
-    code, out, _ = tinycnn(capsys, "export", "--from", sweep, "--trial", 0, "--name", "p0",
+    code, out, _ = tinycnn(capsys, "export", "--from", small_grid, "--trial", 0, "--name", "p0",
                            "--conf-dir", conf)
     assert code == 0 and not (conf / "train" / "p0.yaml").exists()
     assert "train it: python run.py model=p0\n" in out
 
 
-def test_export_unknown_trial(sweep, tmp_path, capsys):
+def test_export_unknown_trial(small_grid, tmp_path, capsys):
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
-    code, _, err = tinycnn(capsys, "export", "--from", sweep, "--trial", 17, "--name", "x",
+    code, _, err = tinycnn(capsys, "export", "--from", small_grid, "--trial", 17, "--name", "x",
                            "--conf-dir", conf)
     assert code != 0 and "no trial 17" in err and "0-3" in err
     assert not (conf / "model" / "x.yaml").exists()
 
 
-def test_reproduce_reports_identical_numbers(sweep, tmp_path, capsys):
+def test_reproduce_reports_identical_numbers(small_grid, tmp_path, capsys):
     out_dir = tmp_path / "again"
-    code, out, err = tinycnn(capsys, "reproduce", sweep / "2", "--out", out_dir, "--quiet")
+    code, out, err = tinycnn(capsys, "reproduce", small_grid / "2", "--out", out_dir, "--quiet")
     assert code == 0, err
     assert "identical" in out
-    old, new = metrics(sweep / "2"), metrics(out_dir)
+    old, new = metrics(small_grid / "2"), metrics(out_dir)
     for key in ("params", "params_by_block", "train_acc", "val_acc", "test_acc", "train_loss"):
         assert new[key] == old[key], key
     assert "optuna" not in OmegaConf.load(out_dir / "config.yaml")
@@ -392,10 +364,10 @@ def test_reproduce_reports_identical_numbers(sweep, tmp_path, capsys):
     assert "note:" not in out  # same machine, nothing to explain
 
 
-def test_reproduce_names_a_machine_with_other_kernels(sweep, tmp_path, capsys):
+def test_reproduce_names_a_machine_with_other_kernels(small_grid, tmp_path, capsys):
     """Numbers recorded on another kind of CPU: the verdict comes with where each run was."""
     copy = tmp_path / "run"
-    shutil.copytree(sweep / "2", copy)
+    shutil.copytree(small_grid / "2", copy)
     m = metrics(copy)
     m["machine"] = {"cpu": "Some Other CPU", "cpu_kernels": "ZVECTOR"}
     (copy / "metrics.json").write_text(json.dumps(m))
@@ -408,11 +380,11 @@ def test_reproduce_names_a_machine_with_other_kernels(sweep, tmp_path, capsys):
                     "and an epoch of training turns them into different numbers"]
 
 
-def test_evaluate_matches_recorded_test_accuracy(sweep, capsys):
-    m = metrics(sweep / "0")
-    result = evaluate_checkpoint(sweep / "0" / "model.pt")
+def test_evaluate_matches_recorded_test_accuracy(small_grid, capsys):
+    m = metrics(small_grid / "0")
+    result = evaluate_checkpoint(small_grid / "0" / "model.pt")
     assert result.test_acc == m["test_acc"] and result.n_test == 500
-    code, out, _ = tinycnn(capsys, "evaluate", sweep / "0" / "model.pt")
+    code, out, _ = tinycnn(capsys, "evaluate", small_grid / "0" / "model.pt")
     assert code == 0 and f"{m['test_acc']:.6f}" in out and "the same" in out
 
 
@@ -432,9 +404,9 @@ def test_missing_study_and_missing_storage(study, tmp_path, capsys):
     assert not missing.exists()  # reading never creates an empty database
 
 
-def test_damaged_run_is_skipped_and_named(sweep, tmp_path, capsys):
+def test_damaged_run_is_skipped_and_named(small_grid, tmp_path, capsys):
     copy = tmp_path / "sweep"
-    shutil.copytree(sweep, copy)
+    shutil.copytree(small_grid, copy)
     (copy / "1" / "metrics.json").write_text('{"status": "complete", "val_acc": 0.9')  # cut off
     (copy / "3" / "metrics.json").unlink()
     code, out, err = tinycnn(capsys, "compare", copy, "--no-group", "--format", "json")
@@ -446,11 +418,11 @@ def test_damaged_run_is_skipped_and_named(sweep, tmp_path, capsys):
     assert code != 0 and "corrupt metrics.json" in err
 
 
-def test_corrupt_or_foreign_checkpoint(sweep, tmp_path, capsys):
+def test_corrupt_or_foreign_checkpoint(small_grid, tmp_path, capsys):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00not a checkpoint" * 10)
     truncated = tmp_path / "truncated.pt"
-    whole = (sweep / "0" / "model.pt").read_bytes()
+    whole = (small_grid / "0" / "model.pt").read_bytes()
     truncated.write_bytes(whole[:len(whole) // 2])
     foreign = tmp_path / "foreign.pt"
     torch.save({"weight": torch.zeros(3)}, foreign)
@@ -469,9 +441,9 @@ def test_every_option_has_help():
             assert action.help, f"{name} {action.option_strings or action.dest}"
 
 
-def test_python_dash_m(sweep):
-    proc = subprocess.run([sys.executable, "-m", "tinycnn", "compare", str(sweep), "--top", "1"],
-                          env=sub_env(), capture_output=True, text=True, timeout=120)
+def test_python_dash_m(small_grid):
+    proc = subprocess.run([sys.executable, "-m", "tinycnn", "compare", str(small_grid), "--top",
+                           "1"], env=sub_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) >= 3
     proc = subprocess.run([sys.executable, "-m", "tinycnn", "compare", "/no/such/folder"],
                           env=sub_env(), capture_output=True, text=True, timeout=120)

@@ -1,4 +1,5 @@
-"""tinycnn confirm on a small real sweep: top configs retrained over seeds, reused next time."""
+"""tinycnn confirm on a small real sweep (conftest's small_sweep): top configs retrained over
+seeds, reused next time."""
 
 import json
 import subprocess
@@ -12,24 +13,6 @@ from omegaconf import OmegaConf
 from conftest import REPO, stop_in_torch_env
 from tinycnn import cli
 
-SMALL = ["data.limit=600", "data.val_size=300", "data.test_limit=300", "train.evals_per_epoch=1"]
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    import os
-    root = tmp_path_factory.mktemp("confirm")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "-m", "sweeps=stack5k", *SMALL,
-                           "threads=1", "hydra.sweeper.n_trials=8", "hydra.sweeper.n_workers=1",
-                           "hydra.sweeper.pruner.name=none",  # every trial that fits trains on
-                           f"hydra.sweeper.storage=sqlite:///{root / 'optuna.db'}",
-                           f"hydra.sweep.dir={root / 'sweep'}"],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return root
-
-
 def confirm(capsys, *argv):
     code = cli.main(["confirm", *map(str, argv)])
     out, err = capsys.readouterr()
@@ -37,9 +20,10 @@ def confirm(capsys, *argv):
     return code, out, err
 
 
-def test_confirm_ranks_by_mean_validation_and_reuses_its_runs(sweep, capsys, tmp_path):
-    out_dir = sweep / "confirmed"
-    args = [sweep / "sweep", "--top", 2, "--seeds", 3, "--out", out_dir, "--jobs", 2,
+def test_confirm_ranks_by_mean_validation_and_reuses_its_runs(small_sweep, capsys, tmp_path):
+    sweep = small_sweep.folder
+    out_dir = tmp_path / "confirmed"
+    args = [sweep, "--top", 2, "--seeds", 3, "--out", out_dir, "--jobs", 2,
             "--threads", 1, "--format", "json"]
     code, out, err = confirm(capsys, *args)
     assert code == 0, err
@@ -57,7 +41,7 @@ def test_confirm_ranks_by_mean_validation_and_reuses_its_runs(sweep, capsys, tmp
         assert row["val_acc_std"] == pytest.approx(stdev(vals))
         assert row["test_acc_mean"] == pytest.approx(mean(tests))
         assert row["test_acc_std"] == pytest.approx(stdev(tests))
-        assert Path(row["dirs"][0]).parent == sweep / "sweep"  # the search's own seed-0 run
+        assert Path(row["dirs"][0]).parent == sweep  # the search's own seed-0 run
         assert all(Path(d).parent.parent == out_dir for d in row["dirs"][1:])
     assert rows[0]["val_acc_mean"] >= rows[1]["val_acc_mean"]  # by validation, never by test
     saved = json.loads((out_dir / "confirmed.json").read_text())
@@ -76,16 +60,16 @@ def test_confirm_ranks_by_mean_validation_and_reuses_its_runs(sweep, capsys, tmp
     assert [r["seeds"] for r in json.loads(out)] == [4, 4]
 
     # the table, and export of the confirmed winner
-    code, out, err = confirm(capsys, *args[:-2], "--seeds", 4, "--settings", "s1.width")
+    code, out, err = confirm(capsys, *args[:-2], "--seeds", 4, "--settings", "res1.scale")
     assert code == 0 and out.splitlines()[0].split()[:3] == ["rank", "trial", "state"]
     conf = tmp_path / "conf"
     import shutil
     shutil.copytree(REPO / "conf", conf)
-    code = cli.main(["export", "--confirmed", "--from", str(sweep / "sweep"),
+    code = cli.main(["export", "--confirmed", "--from", str(sweep),
                      "--outputs", str(tmp_path / "none"), "--name", "x", "--conf-dir", str(conf)])
     assert code == 2 and "run `tinycnn confirm SOURCE` first" in capsys.readouterr().err
     shutil.copytree(out_dir, tmp_path / "outs" / "confirm" / "sweep")
-    code = cli.main(["export", "--confirmed", "--from", str(sweep / "sweep"),
+    code = cli.main(["export", "--confirmed", "--from", str(sweep),
                      "--outputs", str(tmp_path / "outs"), "--name", "winner", "--experiment",
                      "--conf-dir", str(conf)])
     out, err = capsys.readouterr()
@@ -103,15 +87,15 @@ def test_confirm_ranks_by_mean_validation_and_reuses_its_runs(sweep, capsys, tmp
     assert OmegaConf.to_container(cfg.train) == OmegaConf.to_container(recorded.train)
 
 
-def test_a_ctrl_c_while_a_worker_loads_torch_is_a_clean_stop(sweep, tmp_path):
+def test_a_ctrl_c_while_a_worker_loads_torch_is_a_clean_stop(small_sweep, tmp_path):
     """A confirm worker stopped while it imports torch: `tinycnn: interrupted`, exit 130, no
     broken pool and no half-made run folder. (The hook stops it at a point in Python; the
     window where it would abort, Python called from torch's C++, cannot be hit on cue; the
     hold that covers it is tested in test_faults.py.)"""
     out_dir = tmp_path / "confirmed"
-    p = subprocess.run([sys.executable, "-m", "tinycnn", "confirm", str(sweep / "sweep"),
+    p = subprocess.run([sys.executable, "-m", "tinycnn", "confirm", str(small_sweep.folder),
                         "--top", "1", "--seeds", "2", "--jobs", "1", "--threads", "1",
-                        "--out", str(out_dir)], cwd=sweep, env=stop_in_torch_env(tmp_path),
+                        "--out", str(out_dir)], cwd=tmp_path, env=stop_in_torch_env(tmp_path),
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 130, p.stderr
     assert p.stderr.strip().splitlines()[-1] == "tinycnn: interrupted", p.stderr
@@ -119,9 +103,9 @@ def test_a_ctrl_c_while_a_worker_loads_torch_is_a_clean_stop(sweep, tmp_path):
     assert not list(out_dir.glob("*/seed_1"))  # the one run to train never started
 
 
-def test_confirm_bad_input(sweep, capsys):
+def test_confirm_bad_input(small_sweep, capsys, tmp_path):
     with pytest.raises(SystemExit):
-        cli.main(["confirm", str(sweep / "sweep"), "--top", "0"])
+        cli.main(["confirm", str(small_sweep.folder), "--top", "0"])
     assert "--top: '0': expected a whole number >= 1" in capsys.readouterr().err
-    code, out, err = confirm(capsys, sweep / "nothing-here")
+    code, out, err = confirm(capsys, tmp_path / "nothing-here")
     assert code == 2 and "does not exist" in err

@@ -146,8 +146,8 @@ def test_bad_recipe_values_name_the_key():
         check_train_cfg(recipe(nesterov=True))
 
 
-def test_label_smoothing_changes_the_loss(tmp_path):
-    a = run(compose_cfg(), tmp_path / "a")
+def test_label_smoothing_changes_the_loss(trained_run, tmp_path):
+    a = json.loads((trained_run / "metrics.json").read_text())  # compose_cfg(): no smoothing
     b = run(compose_cfg("train.label_smoothing=0.1"), tmp_path / "b")
     assert b["train_loss"] > a["train_loss"]  # smoothed targets: the loss cannot reach 0
 
@@ -168,11 +168,11 @@ def test_ema_against_a_hand_computed_average():
     assert net.weight.item() == 9.0  # the live weights are untouched
 
 
-def test_ema_weights_are_evaluated_and_saved(tmp_path):
-    plain = run(compose_cfg(), tmp_path / "plain")
+def test_ema_weights_are_evaluated_and_saved(trained_run, tmp_path):
+    plain = json.loads((trained_run / "metrics.json").read_text())  # compose_cfg(): no EMA
     m = run(compose_cfg("train.ema=0.9"), tmp_path / "ema")
     saved = torch.load(tmp_path / "ema/model.pt", weights_only=True)["state_dict"]
-    live = torch.load(tmp_path / "plain/model.pt", weights_only=True)["state_dict"]
+    live = torch.load(trained_run / "model.pt", weights_only=True)["state_dict"]
     # same seed, same batches: only the averaging differs, so the saved weights must too
     assert plain["train_loss"] == m["train_loss"]
     assert not torch.equal(saved["classifier.mlp.0.weight"], live["classifier.mlp.0.weight"])

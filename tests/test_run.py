@@ -73,18 +73,20 @@ def test_diverging_run_is_recorded_as_failed(tmp_path):
     assert not (tmp_path / "model.pt").exists()
 
 
-def test_interrupted_write_leaves_no_half_file(tmp_path, monkeypatch):
+def test_interrupted_write_leaves_no_half_file(trained_run, tmp_path, monkeypatch):
+    import shutil
+
     import tinycnn.record as record
-    run(compose_cfg(), tmp_path)
-    before = (tmp_path / "metrics.json").read_text()
+    folder = shutil.copytree(trained_run, tmp_path / "run")
+    before = (folder / "metrics.json").read_text()
 
     def crash(*a, **k):
         raise KeyboardInterrupt
     monkeypatch.setattr(record.json, "dumps", crash)
     with pytest.raises(KeyboardInterrupt):
-        record.write_json_atomic(tmp_path / "metrics.json", {"half": True})
-    assert (tmp_path / "metrics.json").read_text() == before
-    assert not list(tmp_path.glob(".*.tmp"))
+        record.write_json_atomic(folder / "metrics.json", {"half": True})
+    assert (folder / "metrics.json").read_text() == before
+    assert not list(folder.glob(".*.tmp"))
 
 
 def test_config_errors_come_before_data(tmp_path):
@@ -112,6 +114,7 @@ def test_run_py_end_to_end(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "21,614" in p.stdout and "train " in p.stdout and " val " in p.stdout
     assert "test " in p.stdout
+    assert "loss=" not in p.stdout + p.stderr  # in a pipe: no progress bar (see the next test)
     m = json.loads((tmp_path / "run/metrics.json").read_text())
     assert m["overrides"][0] == "data.limit=256"
     assert (tmp_path / "run/.hydra/config.yaml").exists()
@@ -142,7 +145,8 @@ def test_full_paper_run_beats_97_percent(tmp_path):
 
 
 def test_progress_bar_on_a_terminal_only(tmp_path):
-    """tqdm draws batches, running loss and accuracy on a terminal, and stays quiet in a pipe."""
+    """tqdm draws batches, running loss and accuracy on a terminal (and stays quiet in a pipe:
+    test_run_py_end_to_end)."""
     import fcntl
     import pty
     import struct
@@ -170,24 +174,23 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     assert p.wait(timeout=300) == 0
     screen = b"".join(chunks).decode(errors="replace")
     assert "epoch 1/1" in screen and "batch" in screen and "loss=" in screen and "acc=" in screen
-    piped = run_py(*args[2:], f"hydra.run.dir={tmp_path}/pipe")
-    assert piped.returncode == 0 and "loss=" not in piped.stdout + piped.stderr
 
 
-def test_epoch_benchmark_repeats_and_reports_medians():
-    """python -m tinycnn.bench on 512 images, twice: each pair printed, then the medians."""
-    import sys
-    from conftest import run_cmd
-    p = run_cmd([sys.executable, "-m", "tinycnn.bench", "--limit", "512", "--repeat", "2",
-                 "--skip-memory"])
-    assert p.returncode == 0, p.output
-    pairs = [line for line in p.output.splitlines() if line.strip().startswith(("1/2:", "2/2:"))]
-    assert len(pairs) == 2 and "median of 2" in p.output
-    paper = float(p.output.split("paper's pipeline   :")[1].split("s")[0])
-    ours = float(p.output.split("tinycnn's pipeline :")[1].split("s")[0])
-    ratio = float(p.output.split("ratio tinycnn/paper:")[1].split()[0])
+def test_epoch_benchmark_repeats_and_reports_medians(capsys):
+    """python -m tinycnn.bench on 512 images, twice: each pair printed, then the medians (its
+    main() in-process, as the module runs it)."""
+    from tinycnn import bench
+    bench.main(["--limit", "512", "--repeat", "2", "--skip-memory"])
+    output = capsys.readouterr().out
+    pairs = [line for line in output.splitlines() if line.strip().startswith(("1/2:", "2/2:"))]
+    assert len(pairs) == 2 and "median of 2" in output
+    paper = float(output.split("paper's pipeline   :")[1].split("s")[0])
+    ours = float(output.split("tinycnn's pipeline :")[1].split("s")[0])
+    ratio = float(output.split("ratio tinycnn/paper:")[1].split()[0])
     # the ratio of the medians: printed times are rounded to 0.01 s and the ratio to 0.01
     lo, hi = (ours - 0.005) / (paper + 0.005), (ours + 0.005) / (paper - 0.005)
     assert lo - 0.005 <= ratio <= hi + 0.005, (ratio, ours, paper)
-    p = run_cmd([sys.executable, "-m", "tinycnn.bench", "--repeat", "0"])
-    assert p.returncode == 2 and "--repeat 0: expected a whole number >= 1" in p.output
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--repeat", "0"])
+    assert stop.value.code == 2
+    assert "--repeat 0: expected a whole number >= 1" in capsys.readouterr().err

@@ -4,6 +4,7 @@ the trial reporter) checked directly."""
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from conftest import REPO, SMALL, run_cmd as run, sub_env, sweep_cmd
+from conftest import REPO, SMALL, compose_cfg, run_cmd as run, sub_env, sweep_cmd
 from hydra_plugins.tinycnn_plugins._search_space import (SpaceError, format_value, parse_space,
                                                          quote)
 from hydra_plugins.tinycnn_plugins._sweep import OptunaSweep, SweepError
@@ -165,49 +166,61 @@ def load_trial(url, number):
 
 # ---------------------------------------------------------------- multirun (subprocesses)
 
-def test_grid_multirun(tmp_path):
-    p = run([sys.executable, str(REPO / "run.py"), "-m", *SMALL, "train.lr=0.001,0.002",
-             f"hydra.sweep.dir={tmp_path}/grid"])
-    assert p.returncode == 0, p.output
-    lrs = {}
-    for job in ("0", "1"):
-        m = metrics(tmp_path / "grid" / job)
+def test_grid_multirun(small_grid):
+    jobs = {}
+    for job in ("0", "1", "2", "3"):
+        m = metrics(small_grid / job)
         assert m["status"] == "complete" and 0 < m["val_acc"] <= 1
-        lrs[job] = OmegaConf.load(tmp_path / "grid" / job / "config.yaml").train.lr
-    assert lrs == {"0": 0.001, "1": 0.002}
+        cfg = OmegaConf.load(small_grid / job / "config.yaml")
+        jobs[job] = (cfg.seed, cfg.train.lr)
+        assert m["seed"] == cfg.seed
+    assert jobs == {"0": (0, 0.002), "1": (0, 0.004), "2": (1, 0.002), "3": (1, 0.004)}
 
 
-def test_optuna_sweep_records_every_trial_and_resumes(tmp_path):
-    space = ["train.lr=interval(0.001,0.005)", "model.blocks.res1.scale=choice(1.0,2.5)"]
-    p = run(sweep_cmd(tmp_path, *OPTUNA, *space, "hydra.sweeper.n_trials=2"))
-    assert p.returncode == 0, p.output
-    study = load(tmp_path, "t")
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+def test_optuna_sweep_records_every_trial_and_resumes(small_sweep, tmp_path):
+    """conftest's small_sweep (sweeps/paper25k, 5 trials) as recorded; then the same command,
+    on a copy of its study, continued."""
+    study = optuna.load_study(study_name="small", storage=small_sweep.url)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5  # infeasible ones too
     base = study.trials[0]
-    assert base.user_attrs["baseline"] is True  # the config's own values (lr 0.002, scale 2.5)
-    assert base.params == {"train.lr": 0.002, "model.blocks.res1.scale": 2.5}
+    assert base.user_attrs["baseline"] is True  # the config's own values (the paper's network)
+    own = compose_cfg("sweeps=paper25k", small=False)
+    assert len(base.params) == 25 and base.params == {k: OmegaConf.select(own, k)
+                                                      for k in base.params}
+    trained = [t for t in study.trials if t.user_attrs["state"] == "complete"]
+    assert base in trained and len(trained) >= 2
     for t in study.trials:
         a = t.user_attrs
-        assert a["state"] == "complete" and a["params"] > 0
-        assert Path(a["dir"]) == tmp_path / "run" / f"trial_{t.number}"
+        assert a["state"] in ("complete", "infeasible")  # pruner none, nothing fails
+        assert Path(a["dir"]) == small_sweep.folder / f"trial_{t.number}"
+        assert metrics(a["dir"])["trial"] == t.number
+    for t in trained:
+        a = t.user_attrs
+        assert a["params"] > 0
         m = metrics(a["dir"])
-        assert m["trial"] == t.number and m["val_acc"] == a["val_acc"] == t.value
+        assert m["val_acc"] == a["val_acc"] == t.value
         assert m["test_acc"] == a["test_acc"] and a["seconds"] > 0
-        assert len(t.intermediate_values) == 2  # evals_per_epoch reported to the trial
-    results = OmegaConf.load(tmp_path / "run" / "optimization_results.yaml")
-    assert results.study.complete == 2 and results.baseline.trial == 0
-    assert results.best_value == max(t.value for t in study.trials)
-    assert "trial 1 complete" in p.output and "best: trial" in p.output
+        # every check (train.evals_per_epoch) reported to the trial
+        checks = [v for _, v in sorted(t.intermediate_values.items())]
+        assert checks == [h["val_acc"] for h in m["history"]] and len(checks) >= 2
+    results = OmegaConf.load(small_sweep.folder / "optimization_results.yaml")
+    assert results.study.complete == len(trained) and results.baseline.trial == 0
+    assert results.best_value == max(t.value for t in trained)
+    assert "trial 0 complete" in small_sweep.output and "best: trial" in small_sweep.output
 
-    # The same command with a larger n_trials continues the study: one more trial, number 2.
-    p = run(sweep_cmd(tmp_path, *OPTUNA, *space, "hydra.sweeper.n_trials=3", out="again"))
+    # The same command with a larger n_trials continues the study: one more trial, number 5.
+    shutil.copy(small_sweep.url.removeprefix("sqlite:///"), tmp_path / "optuna.db")
+    args = [a.replace("n_trials=5", "n_trials=6") for a in small_sweep.args]
+    again = [sys.executable, str(REPO / "run.py"), "-m", *args,
+             f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db"]
+    p = run([*again, f"hydra.sweep.dir={tmp_path}/again"])
     assert p.returncode == 0, p.output
-    assert len(load(tmp_path, "t").trials) == 3
-    assert sorted(x.name for x in (tmp_path / "again").glob("trial_*")) == ["trial_2"]
+    assert len(load(tmp_path, "small").trials) == 6
+    assert sorted(x.name for x in (tmp_path / "again").glob("trial_*")) == ["trial_5"]
     # Already full: nothing to do.
-    p = run(sweep_cmd(tmp_path, *OPTUNA, *space, "hydra.sweeper.n_trials=3", out="full"))
+    p = run([*again, f"hydra.sweep.dir={tmp_path}/full"])
     assert p.returncode == 0 and "nothing to do" in p.output
-    assert len(load(tmp_path, "t").trials) == 3
+    assert len(load(tmp_path, "small").trials) == 6
 
 
 def test_a_network_proposed_again_is_not_trained_again(tmp_path):
@@ -286,12 +299,23 @@ def enqueue(tmp_path, name, *params, **create):
         study.enqueue_trial(p)
 
 
-def test_failing_trial_does_not_stop_the_sweep(tmp_path):
-    enqueue(tmp_path, "t", {"train.lr": 1e30}, {"train.lr": 0.002})  # 1e30: the loss goes NaN
-    p = run(sweep_cmd(tmp_path, *OPTUNA, "train.lr=tag(log,interval(1e-4,1e31))",
-                      "hydra.sweeper.n_trials=2"))
+@pytest.fixture(scope="module")
+def failing_then_hopeless(tmp_path_factory):
+    """One sweep for the next two tests: trial 0 diverges (lr 1e30: the loss goes NaN), trial 1
+    trains (lr 0.002), trial 2 learns nothing (lr 1e-7) and the median pruner stops it."""
+    tmp_path = tmp_path_factory.mktemp("failing_then_hopeless")
+    enqueue(tmp_path, "t", {"train.lr": 1e30}, {"train.lr": 0.002}, {"train.lr": 1e-7})
+    p = run(sweep_cmd(tmp_path, *OPTUNA, "train.lr=tag(log,interval(1e-8,1e31))",
+                      "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner.name=median",
+                      "hydra.sweeper.pruner.n_startup_trials=1"))
+    return p, load(tmp_path, "t").trials
+
+
+@pytest.mark.xdist_group("failing_then_hopeless")  # one worker: one sweep
+def test_failing_trial_does_not_stop_the_sweep(failing_then_hopeless):
+    p, trials = failing_then_hopeless
     assert p.returncode == 0, p.output
-    failed, ok = load(tmp_path, "t").trials
+    failed, ok, _ = trials
     assert failed.state == TrialState.FAIL and failed.user_attrs["state"] == "failed"
     assert failed.user_attrs["reason"].startswith("Diverged: training diverged")
     assert metrics(failed.user_attrs["dir"])["status"] == "failed"
@@ -309,13 +333,11 @@ def test_broken_sweep_stops_at_max_failure_rate(tmp_path):
     assert metrics(trials[0].user_attrs["dir"])["error"].startswith("ConfigError: train.lr")
 
 
-def test_pruning_stops_a_hopeless_trial(tmp_path):
-    enqueue(tmp_path, "t", {"train.lr": 0.002}, {"train.lr": 1e-7})  # 1e-7: learns nothing
-    p = run(sweep_cmd(tmp_path, *OPTUNA, "train.lr=tag(log,interval(1e-8,1e-2))",
-                      "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner.name=median",
-                      "hydra.sweeper.pruner.n_startup_trials=1"))
+@pytest.mark.xdist_group("failing_then_hopeless")  # one worker: one sweep
+def test_pruning_stops_a_hopeless_trial(failing_then_hopeless):
+    p, trials = failing_then_hopeless
     assert p.returncode == 0, p.output
-    done, pruned = load(tmp_path, "t").trials
+    _, done, pruned = trials
     assert done.state == TrialState.COMPLETE and len(done.intermediate_values) == 2
     assert pruned.state == TrialState.PRUNED and pruned.user_attrs["state"] == "pruned"
     assert list(pruned.intermediate_values) == [min(done.intermediate_values)]  # first check
