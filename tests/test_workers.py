@@ -127,7 +127,7 @@ def test_workers_share_the_study_each_loads_data_once_with_its_share_of_threads(
         assert mine.count("loaded") == 1 and mine[0] == "loaded", mine  # then reused
     assert {m["worker"]["threads"] for m in recs.values()} == {max(1, cores() // 2)}
     logs = [(Path(t.user_attrs["dir"]) / "run.log").read_text() for t in real]
-    assert sum("MNIST loaded in" in log for log in logs) == 2  # a trial's lines: its run.log
+    assert sum("mnist loaded in" in log for log in logs) == 2  # a trial's lines: its run.log
     assert "study 't': 8 trials" in p.output  # one summary, from the process that started them
 
 
