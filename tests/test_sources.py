@@ -9,20 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cmd, sweep_cmd
 from tinycnn import cli
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> Path:
-    """A real 4-trial sweep of the 25-dimension paper25k space (trial 0 the paper, the rest
-    sampled: settings that vary, floats with many digits)."""
-    tmp = tmp_path_factory.mktemp("sources")
-    p = run_cmd(sweep_cmd(tmp, "sweeps=paper25k", "hydra.sweeper.n_trials=4",
-                          "hydra.sweeper.study_name=sources", "hydra.sweeper.max_params=60000",
-                          "train.evals_per_epoch=1", out="sweep"))
-    assert p.returncode == 0, p.output
-    return tmp / "sweep"
+@pytest.fixture
+def sweep(small_sweep) -> Path:
+    """The shared 5-trial paper25k search (tests/conftest.py: trials 0, 3, 4 trained, 1 and 2
+    over budget): settings that vary, floats with many digits."""
+    return small_sweep.folder
 
 
 def tinycnn(capsys, *argv) -> tuple[int, str, str]:
@@ -106,7 +100,7 @@ def test_one_bad_record_is_skipped_and_counted_not_fatal(sweep, tmp_path, capsys
     import json
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)
-    bad = copy / "trial_1" / "metrics.json"
+    bad = copy / "trial_3" / "metrics.json"
     m = json.loads(bad.read_text())
     m["val_acc"] = "high"
     bad.write_text(json.dumps(m))
@@ -114,7 +108,7 @@ def test_one_bad_record_is_skipped_and_counted_not_fatal(sweep, tmp_path, capsys
     code, out, err = tinycnn(capsys, "compare", copy, "--format", "json")
     assert code == 0, err
     assert "skipped 1 damaged run folder(s)" in err and says in err
-    assert 1 not in [r["trial"] for r in json.loads(out)] and len(json.loads(out)) == 3
+    assert 3 not in [r["trial"] for r in json.loads(out)] and len(json.loads(out)) == 4
     code, out, err = tinycnn(capsys, "confirm", copy, "--top", "1", "--seeds", "1", "--out",
                              tmp_path / "confirm")
     assert code == 0 and says in err, err
