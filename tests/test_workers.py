@@ -222,16 +222,18 @@ def test_a_worker_killed_hard_stops_the_pool_and_its_trial_is_failed_at_once(tmp
 def test_a_stop_while_a_trial_is_asked_is_raised_after_it_is_noted():
     """The signal arrives while the worker is inside deferred_signals (creating a trial) and
     another thread is alive (the heartbeat's): the stop waits for the block's end."""
-    from hydra_plugins.tinycnn_plugins._workers import deferred_signals, stop_requested, \
-        stop_signals
+    from tinycnn.stops import held, stop_requested, stop_signals
     noted = []
     with stop_signals():
         other = threading.Thread(target=time.sleep, args=(2,), daemon=True)
         other.start()
         with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-            with deferred_signals():
+            with held():
                 os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(0.5)  # Python runs the handler in this thread, in the block
+                # Python runs the handler in this thread, in the block: wait until it has (a
+                # handshake on the request it sets, not a guessed sleep).
+                while not stop_requested():
+                    pass
                 noted.append("trial")
         assert noted == ["trial"] and stop_requested()
     assert not stop_requested()  # the next sweep in this process starts afresh

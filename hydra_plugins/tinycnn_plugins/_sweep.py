@@ -38,8 +38,9 @@ from tinycnn.study import Heartbeat, StorageError, fail_stale_trials, job_storag
 
 from ._overrides import apply_overrides
 from ._search_space import SpaceError, format_value, parse_space, quote
-from ._workers import (WORKER_ATTR, deferred_signals, n_workers, run_pool, stop_requested,
-                       stop_signals, worker_id, worker_tag)
+from tinycnn.stops import held, stop_requested, stop_signals
+
+from ._workers import WORKER_ATTR, n_workers, run_pool, worker_id, worker_tag
 
 log = logging.getLogger(__name__)
 
@@ -404,7 +405,7 @@ class OptunaSweep:
             retried = _retried(trials)  # trials a retry replaces do not count toward n_trials
             if sum(t.state != TrialState.WAITING for t in trials) - len(retried) >= self.n_trials:
                 break
-            with deferred_signals():  # a Ctrl-C now must find the new trial in self.asked
+            with held():  # a Ctrl-C now must find the new trial in self.asked
                 trial = study.ask(dists)
                 self.asked.append(trial)
                 trial.set_user_attr(WORKER_ATTR, worker_id())  # whose it is, should it die

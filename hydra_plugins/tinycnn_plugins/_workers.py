@@ -9,7 +9,6 @@ workers. This process only starts the workers, gives each its share of the cores
 all at Ctrl-C or when one fails.
 """
 
-import contextlib
 import copy
 import datetime
 import logging
@@ -18,10 +17,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from typing import List
 
+from tinycnn.stops import stop_requested, stop_signals
 from tinycnn.threads import AUTO, cores
 
 log = logging.getLogger(__name__)
@@ -33,74 +32,6 @@ WORKER_ATTR = "worker"          # a trial's user attr: "host:pid" of the process
 
 class WorkerFailed(Exception):
     pass
-
-
-# Set by the first SIGINT/SIGTERM. Python may swallow the KeyboardInterrupt a signal raises (when
-# it lands in a finalizer: "Exception ignored in ..."), so the sweep loop also checks this flag
-# before it asks for another trial; and a second signal is ignored, so it cannot cut short the
-# clean-up the first one started (telling the study the running trial failed).
-_stopping = False
-_held = 0                    # depth of deferred_signals blocks
-_pending: str | None = None  # the signal that arrived inside one, raised at its end
-
-
-def stop_requested() -> bool:
-    return _stopping
-
-
-def _on_signal(signum, frame):
-    global _stopping, _pending
-    if _stopping:
-        return
-    _stopping = True
-    if _held:
-        _pending = signal.Signals(signum).name
-        return
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-@contextlib.contextmanager
-def deferred_signals():
-    """Hold a stop back while a trial is created and noted as this worker's: a stop arriving in
-    between would leave a RUNNING trial that no one closes. A held stop is raised when the block
-    ends. (Held here, where Python runs the handler, not with a signal mask: with the mask the
-    kernel hands the signal to another thread, the heartbeat's, and Python still runs the
-    handler in this one, inside the block.)"""
-    global _held, _pending
-    _held += 1
-    try:
-        yield
-    finally:
-        _held -= 1
-    if not _held and _pending:
-        name, _pending = _pending, None
-        raise KeyboardInterrupt(name)
-
-
-@contextlib.contextmanager
-def stop_signals():
-    """For the block, SIGINT and SIGTERM stop this process as above (a sweep that trains its own
-    trials: its running trial is marked failed, not left RUNNING, whichever signal ends it); the
-    previous handlers, the unraisable hook and a clear flag are restored after. Outside the main
-    thread: nothing."""
-    global _stopping, _pending
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    hook = sys.unraisablehook
-
-    def quiet_swallowed_stop(u):  # the flag has it; no "Exception ignored" traceback
-        if not (_stopping and isinstance(u.exc_value, KeyboardInterrupt)):
-            hook(u)
-    sys.unraisablehook = quiet_swallowed_stop
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        sys.unraisablehook = hook
-        _stopping, _pending = False, None
 
 
 def n_workers(value) -> int:
@@ -253,7 +184,7 @@ def run_workers(n: int, sweep_dir: str, procs: List[subprocess.Popen],
 
 def _wait(procs: List[subprocess.Popen]) -> None:
     while True:
-        if _stopping:
+        if stop_requested():
             raise KeyboardInterrupt("stop requested")
         codes = [p.poll() for p in procs]
         bad = [(k, c) for k, c in enumerate(codes) if c not in (None, 0)]
