@@ -126,10 +126,11 @@ class OptunaSweep:
                 raise SweepError(f"hydra.sweeper.connect_timeout = {self.connect_timeout!r}: "
                                  "expected a positive number of seconds")
             self.heartbeat_spec = None
+            self.max_retry = _whole({"max_retry": s.get("max_retry", 3)}, "max_retry", 0)
             if s.get("heartbeat_interval") is not None:
                 interval = _whole(s, "heartbeat_interval", 1)
                 grace = _whole(s, "grace_period", interval + 1)
-                self.heartbeat_spec = (interval, grace, _whole(s, "max_retry", 0))
+                self.heartbeat_spec = (interval, grace, self.max_retry)
             self.pruner_spec = pruner_settings(s.get("pruner"))
             self.pruner = make_pruner(self.pruner_spec)
             if len(objectives) > 1 and not isinstance(self.pruner, optuna.pruners.NopPruner):
@@ -403,7 +404,7 @@ class OptunaSweep:
                 raise KeyboardInterrupt("stop requested")
             trials = study.get_trials(deepcopy=False)
             retried = _retried(trials)  # trials a retry replaces do not count toward n_trials
-            if sum(t.state != TrialState.WAITING for t in trials) - len(retried) >= self.n_trials:
+            if study_full(study, self.n_trials, trials):
                 break
             with held():  # a Ctrl-C now must find the new trial in self.asked
                 trial = study.ask(dists)
@@ -686,6 +687,13 @@ def _constrain(trial: optuna.Trial, key: str, value: float) -> None:
     attrs = storage.get_trial_system_attrs(trial_id)
     values = [v for k, v in attrs.items() if k.startswith("constraints:")]
     storage.set_trial_system_attr(trial_id, "constraints", values)
+
+
+def study_full(study: optuna.Study, n_trials: int, trials=None) -> bool:
+    """Whether the study holds n_trials trials: all but those enqueued and not yet started, and
+    but those that a retry replaces."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    return sum(t.state != TrialState.WAITING for t in trials) - len(_retried(trials)) >= n_trials
 
 
 def _taken(study: optuna.Study) -> int:

@@ -5,11 +5,24 @@ class; the work (and the import of optuna and torch) is in _sweep.py, loaded onl
 Every setting can be overridden as hydra.sweeper.<name>; sweeps/*.yaml set them per search.
 """
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
+
+from tinycnn import pool, stops
+
+from ._workers import WORKER_ENV
+
+if os.environ.get(WORKER_ENV):
+    # A pool's worker (see _workers.py): Hydra imports this module before it composes the config,
+    # and from here on a stop only requests one, which the sweep sees before its first trial. A
+    # stop before this point finds the worker not ready, and the pool kills it outright: either
+    # way no Hydra traceback, and no trial asked yet.
+    stops.note_stops()
+    pool.say_ready()
 
 
 @dataclass
