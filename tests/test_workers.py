@@ -215,6 +215,50 @@ def test_a_worker_killed_hard_is_replaced_and_the_sweep_finishes(tmp_path, heart
     assert "Traceback" not in out
 
 
+BLOCK_AT = """import os, sys, time
+class BlockAt:  # a pool's worker waits at the import of AT until it is told to stop
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["BLOCK_AT"]:
+            sys.meta_path.remove(self)
+            from tinycnn import stops
+            open(os.path.join(os.environ["BLOCK_DIR"], str(os.getpid())), "w").close()
+            t0 = time.monotonic()
+            while not stops.stop_requested() and time.monotonic() - t0 < 120:
+                time.sleep(0.01)
+if os.environ.get("TINYCNN_WORKER"):
+    sys.meta_path.insert(0, BlockAt())
+"""
+
+
+# tinycnn.pool: imported by the sweeper plugin just before the worker says it is ready (Hydra
+# loads the plugin itself without sys.meta_path); _sweep: once Hydra has composed the config.
+@pytest.mark.parametrize("at", ["tinycnn.pool", "hydra_plugins.tinycnn_plugins._sweep"],
+                         ids=["before ready", "while Hydra sets up"])
+def test_a_stop_while_workers_start_is_clean(tmp_path, at):
+    """Ctrl-C while the workers are still starting, at two fixed points (a handshake: each
+    worker waits there, and says so in a file, until the stop reaches it): no traceback, no
+    trial asked, nothing RUNNING."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(BLOCK_AT)
+    env = sub_env(BLOCK_AT=at, BLOCK_DIR=str(hook))
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), env["PYTHONPATH"]])
+    p = subprocess.Popen(sweep_cmd(tmp_path, *OPTUNA, *SPACE, "hydra.sweeper.n_workers=2"),
+                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(list(hook.glob("[0-9]*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(list(hook.glob("[0-9]*"))) == 2
+    os.killpg(p.pid, signal.SIGINT)
+    out = p.communicate(timeout=180)[0]
+    assert p.returncode == 1 and "sweep interrupted (SIGINT)" in out, out
+    assert "Traceback" not in out, out
+    assert running(tmp_path) == 0
+    if Path(f"{tmp_path}/optuna.db").exists():
+        assert all(t.state == TrialState.WAITING for t in study(tmp_path).trials)
+
+
 def test_a_stop_while_a_trial_is_asked_is_raised_after_it_is_noted():
     """The signal arrives while the worker is inside deferred_signals (creating a trial) and
     another thread is alive (the heartbeat's): the stop waits for the block's end."""
