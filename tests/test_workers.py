@@ -16,8 +16,9 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import REPO, run_cmd, sub_env, sweep_cmd
-from hydra_plugins.tinycnn_plugins._sweep import OptunaSweep, SweepError
-from hydra_plugins.tinycnn_plugins._workers import cores
+from hydra_plugins.tinycnn_plugins.errors import SweepError
+from hydra_plugins.tinycnn_plugins.settings import read_settings
+from tinycnn.threads import cores
 
 OPTUNA = ["hydra/sweeper=tinycnn_optuna", "hydra.sweeper.study_name=t"]
 SPACE = ["train.lr=tag(log,interval(1e-4,1e-2))", "model.blocks.res1.scale=range(0.0,4.01,0.5)"]
@@ -89,13 +90,11 @@ def test_n_workers_setting_is_checked():
     s = {"study_name": "t", "storage": "sqlite:///x.db", "n_trials": 5, "n_jobs": 1,
          "max_params": 25000, "objectives": ["val_acc"], "sampler": {"name": "tpe"},
          "pruner": {"name": "none"}, "max_failure_rate": 0.5, "params": {}}
-    sweep = OptunaSweep({**s, "n_workers": "auto"})
-    sweep._settings()
-    assert sweep.n_workers == cores()
+    assert read_settings({**s, "n_workers": "auto"}).n_workers == cores()
     for bad in (0, "many", 1.5):
         with pytest.raises(SweepError, match=f"n_workers = {bad!r}: expected a whole number >= "
                                              "1 .* or auto"):
-            OptunaSweep({**s, "n_workers": bad})._settings()
+            read_settings({**s, "n_workers": bad})
 
 
 def test_workers_share_the_study_each_loads_data_once_with_its_share_of_threads(tmp_path):
@@ -231,8 +230,8 @@ if os.environ.get("TINYCNN_WORKER"):
 
 
 # tinycnn.pool: imported by the sweeper plugin just before the worker says it is ready (Hydra
-# loads the plugin itself without sys.meta_path); _sweep: once Hydra has composed the config.
-@pytest.mark.parametrize("at", ["tinycnn.pool", "hydra_plugins.tinycnn_plugins._sweep"],
+# loads the plugin itself without sys.meta_path); loop: once Hydra has composed the config.
+@pytest.mark.parametrize("at", ["tinycnn.pool", "hydra_plugins.tinycnn_plugins.loop"],
                          ids=["before ready", "while Hydra sets up"])
 def test_a_stop_while_workers_start_is_clean(tmp_path, at):
     """Ctrl-C while the workers are still starting, at two fixed points (a handshake: each

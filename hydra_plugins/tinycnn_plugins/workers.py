@@ -16,7 +16,6 @@ import logging
 import os
 import socket
 import sys
-import warnings
 from typing import List
 
 from tinycnn.pool import Child, Pool, exit_note
@@ -29,24 +28,10 @@ WORKER_ENV = "TINYCNN_WORKER"   # "k/N" in a worker started here
 # Dead workers (kill -9, the OOM killer, a segfault) replaced by new ones in one sweep; after
 # that the sweep goes on with the workers it has left.
 RESTARTS = 3
-WORKER_ATTR = "worker"          # a trial's user attr: "host:pid" of the process that asked it
 
 
 class WorkerFailed(Exception):
     pass
-
-
-def n_workers(value) -> int:
-    """hydra.sweeper.n_workers: a whole number >= 1, or auto (one worker per core)."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return cores()
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        from ._sweep import SweepError
-        raise SweepError(f"hydra.sweeper.n_workers = {value!r}: expected a whole number >= 1 "
-                         f"(workers on this machine) or auto (one per core: {cores()} here)")
-    return value
 
 
 def worker_id(pid: int | None = None) -> str:
@@ -56,7 +41,7 @@ def worker_id(pid: int | None = None) -> str:
 
 
 def worker_tag() -> str:
-    """'[worker k/N] ' inside a worker started by run_workers, else ''."""
+    """'[worker k/N] ' inside a worker started by run_pool, else ''."""
     tag = os.environ.get(WORKER_ENV)
     return f"[worker {tag}] " if tag else ""
 
@@ -76,10 +61,12 @@ def run_pool(sweep, study) -> list:
     to this process)."""
     from omegaconf import OmegaConf
 
-    from ._sweep import SweepError, _state
+    from .errors import SweepError
+    from .trials import state
     start = datetime.datetime.now()
+    n = sweep.s.n_workers
     threads_set = OmegaConf.select(sweep.config, "threads") not in (None, AUTO)
-    pool = Pool(threads=None if threads_set else max(1, cores() // sweep.n_workers))
+    pool = Pool(threads=None if threads_set else max(1, cores() // n))
     try:
         run_workers(sweep, study, pool, threads_set)
         stopped = None
@@ -88,11 +75,11 @@ def run_pool(sweep, study) -> list:
     close_orphans(sweep, study, pool.children, say=True)
     for t in study.get_trials(deepcopy=False):  # "this run" in the summary: the workers' trials
         if t.datetime_start and t.datetime_start >= start and t.state.is_finished():
-            sweep.counts[_state(t)] += 1
+            sweep.counts[state(t)] += 1
             sweep.counts["duplicate"] += "duplicate_of" in t.user_attrs
-    sweep._summary(study)
+    sweep.summary(study)
     if isinstance(stopped, KeyboardInterrupt):
-        raise SweepError(f"sweep interrupted ({stopped}): the {sweep.n_workers} workers stopped "
+        raise SweepError(f"sweep interrupted ({stopped}): the {n} workers stopped "
                          "and their running trials are marked failed; the same command continues "
                          "the study") from None
     if stopped is not None:
@@ -104,7 +91,7 @@ def run_workers(sweep, study, pool: Pool, threads_set: bool) -> None:
     """Start n_workers workers in `pool` and wait for them all to end. Ctrl-C (or SIGTERM) here
     stops them all: each gets one SIGINT and marks its running trials failed. A worker that
     fails stops the others (raises WorkerFailed naming it); one that dies is replaced."""
-    n = sweep.n_workers
+    n = sweep.s.n_workers
     cmd = worker_command(sys.argv, str(sweep.sweep_dir))
     log.info("%d workers on this study, %s each (%d cores here)", n,
              "threads as set" if threads_set else f"{max(1, cores() // n)} thread(s)", cores())
@@ -130,7 +117,7 @@ def _replace(sweep, study, pool: Pool, dead: Child, cmd: List[str], restarts: in
     """A worker died: fail its trials now (their configurations enqueued again), start a new
     worker in its place unless RESTARTS were used up or the study needs no more, and say so in
     one line. Returns the restarts used (0 or 1)."""
-    from ._sweep import study_full
+    from .trials import study_full
     closed = close_orphans(sweep, study, [dead])
     numbers = ", ".join(str(n) for n, _ in closed)
     what = (f"{'trials' if len(closed) > 1 else 'trial'} {numbers} marked failed: its worker "
@@ -138,7 +125,7 @@ def _replace(sweep, study, pool: Pool, dead: Child, cmd: List[str], restarts: in
             f"{dead.name} (pid {dead.pid}) {exit_note(dead.code)} between trials")
     if any(retried for _, retried in closed):
         what += "; its configuration is enqueued again"
-    if study_full(study, sweep.n_trials):
+    if study_full(study, sweep.s.n_trials):
         log.warning("%s", what)
         return 0
     if restarts >= RESTARTS:
@@ -159,28 +146,23 @@ def close_orphans(sweep, study, ended: List[Child], say: bool = False) -> List[t
     enqueued again as Optuna's RetryHeartbeatStaleTrialCallback does for a stale trial (up to
     max_retry times), else a baseline is enqueued again, as after a Ctrl-C. Returns (number,
     enqueued again) for each; say: a line for each too."""
-    import optuna
     from optuna.trial import TrialState
 
+    from tinycnn.heartbeat import retry_callback
+
+    from .trials import WORKER_ATTR, fail_orphan
     by_id = {worker_id(c.pid): c for c in ended if c.popen.poll() is not None}
     orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                if t.user_attrs.get(WORKER_ATTR) in by_id]
-    storage = sweep.storage
-    study_id = storage.get_study_id_from_name(study.study_name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=sweep.max_retry)
+    retry = retry_callback(sweep.s.max_retry)
     closed = []
     for t in orphans:
         c = by_id[t.user_attrs[WORKER_ATTR]]
         reason = f"its worker (pid {c.pid}) {exit_note(c.popen.returncode)} while the trial ran"
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        for key, value in (("state", "failed"), ("reason", reason)):
-            storage.set_trial_user_attr(trial_id, key, value)
-        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        retried = sweep.max_retry > len(t.system_attrs.get("retry_history", []))
+        failed = fail_orphan(study, sweep.storage, t.number, reason)
+        retried = sweep.s.max_retry > len(t.system_attrs.get("retry_history", []))
         if retried:
-            failed = copy.deepcopy(storage.get_trial(trial_id))  # the retry starts afresh
+            failed = copy.deepcopy(failed)  # the retry starts afresh
             for key in ("state", "reason", WORKER_ATTR):
                 failed.user_attrs.pop(key, None)
             retry(study, failed)
