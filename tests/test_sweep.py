@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 from conftest import REPO, SMALL, run_cmd as run, sub_env, sweep_cmd
 from hydra_plugins.tinycnn_plugins._search_space import (SpaceError, format_value, parse_space,
                                                          quote)
-from hydra_plugins.tinycnn_plugins.errors import SweepError
-from hydra_plugins.tinycnn_plugins.settings import read_settings
+from hydra_plugins.tinycnn_plugins._errors import SweepError
+from hydra_plugins.tinycnn_plugins._settings import read_settings
 from tinycnn.errors import ConfigError
 from tinycnn.study import make_pruner, open_storage, storage_url, trial_reporter
 

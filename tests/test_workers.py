@@ -16,8 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import REPO, run_cmd, sub_env, sweep_cmd
-from hydra_plugins.tinycnn_plugins.errors import SweepError
-from hydra_plugins.tinycnn_plugins.settings import read_settings
+from hydra_plugins.tinycnn_plugins._errors import SweepError
+from hydra_plugins.tinycnn_plugins._settings import read_settings
 from tinycnn.threads import cores
 
 OPTUNA = ["hydra/sweeper=tinycnn_optuna", "hydra.sweeper.study_name=t"]
@@ -231,7 +231,7 @@ if os.environ.get("TINYCNN_WORKER"):
 
 # tinycnn.pool: imported by the sweeper plugin just before the worker says it is ready (Hydra
 # loads the plugin itself without sys.meta_path); loop: once Hydra has composed the config.
-@pytest.mark.parametrize("at", ["tinycnn.pool", "hydra_plugins.tinycnn_plugins.loop"],
+@pytest.mark.parametrize("at", ["tinycnn.pool", "hydra_plugins.tinycnn_plugins._loop"],
                          ids=["before ready", "while Hydra sets up"])
 def test_a_stop_while_workers_start_is_clean(tmp_path, at):
     """Ctrl-C while the workers are still starting, at two fixed points (a handshake: each
@@ -246,9 +246,10 @@ def test_a_stop_while_workers_start_is_clean(tmp_path, at):
                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, start_new_session=True)
     deadline = time.monotonic() + 120
-    while len(list(hook.glob("[0-9]*"))) < 2 and time.monotonic() < deadline:
+    while len(list(hook.glob("[0-9]*"))) < 2 and time.monotonic() < deadline \
+            and p.poll() is None:
         time.sleep(0.05)
-    assert len(list(hook.glob("[0-9]*"))) == 2
+    assert len(list(hook.glob("[0-9]*"))) == 2, p.communicate(timeout=60)[0]
     os.killpg(p.pid, signal.SIGINT)
     out = p.communicate(timeout=180)[0]
     assert p.returncode == 1 and "sweep interrupted (SIGINT)" in out, out

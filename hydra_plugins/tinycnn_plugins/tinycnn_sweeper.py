@@ -1,10 +1,11 @@
 """`hydra/sweeper=tinycnn_optuna`: an Optuna (>= 4) sweeper with a parameter budget.
 
-Hydra imports this module whenever any app starts, so it stays light: the settings (settings.py)
-and a thin class; the work (and the import of optuna and torch) is in loop.py, loaded only by a
-sweep. The parts: settings.py (defaults, checked once), start.py (space, study, baseline),
-loop.py (ask/tell), candidate.py (one trial from ask to tell), trials.py (what a trial records),
-workers.py (n_workers > 1: the pool), report.py (the lines and the results file).
+Hydra imports this module whenever any app starts, so it stays light: the settings and a thin
+class; the work (and the import of optuna and torch) is in the parts below, loaded only by a
+sweep. Their names start with "_" because Hydra imports every other module of a plugin package
+at each start. The parts: _settings (defaults, checked once), _start (space, study, baseline),
+_loop (ask/tell), _candidate (one trial from ask to tell), _trials (what a trial records),
+_workers (n_workers > 1: the pool), _report (the lines and the results file), _errors.
 """
 
 import os
@@ -15,11 +16,11 @@ from hydra.plugins.sweeper import Sweeper
 
 from tinycnn import pool, stops
 
-from .settings import TinycnnOptunaConf
-from .workers import WORKER_ENV
+from ._settings import TinycnnOptunaConf
+from ._workers import WORKER_ENV
 
 if os.environ.get(WORKER_ENV):
-    # A pool's worker (see workers.py): Hydra imports this module before it composes the config,
+    # A pool's worker (see _workers.py): Hydra imports this module before it composes the config,
     # and from here on a stop only requests one, which the sweep sees before its first trial. A
     # stop before this point finds the worker not ready, and the pool kills it outright: either
     # way no Hydra traceback, and no trial asked yet.
@@ -39,7 +40,7 @@ class TinycnnOptunaSweeper(Sweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
         from tinycnn import console
 
-        from .loop import OptunaSweep
+        from ._loop import OptunaSweep
 
         console.tidy = True  # one line per trial on the console; the rest in its run.log
         self.impl = OptunaSweep(self.settings)
@@ -48,7 +49,7 @@ class TinycnnOptunaSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         import sys
 
-        from .errors import SweepError
+        from ._errors import SweepError
         try:
             return self.impl.sweep(arguments)
         except SweepError as exc:  # its message is complete: no "HYDRA_FULL_ERROR" hint after it

@@ -17,7 +17,7 @@ from tinycnn.errors import ConfigError
 from tinycnn.storage import CONNECT_TIMEOUT
 from tinycnn.threads import cores
 
-from .errors import SweepError
+from ._errors import SweepError
 
 OBJECTIVES = {"val_acc": "maximize", "params": "minimize"}
 

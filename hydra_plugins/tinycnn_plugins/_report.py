@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from tinycnn.locking import file_lock
 from tinycnn.record import write_text_atomic
 
-from .settings import Settings
-from .trials import retried, state
-from .workers import worker_tag
+from ._settings import Settings
+from ._trials import retried, state
+from ._workers import worker_tag
 
 log = logging.getLogger(__name__)
 

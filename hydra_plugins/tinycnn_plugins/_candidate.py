@@ -20,10 +20,10 @@ from tinycnn.errors import ConfigError
 from tinycnn.record import read_metrics, write_record
 from tinycnn.storage import job_storage
 
-from . import trials
+from . import _trials as trials
 from ._overrides import apply_overrides
 from ._search_space import format_value, quote
-from .errors import SweepError
+from ._errors import SweepError
 
 
 @dataclass

@@ -61,8 +61,8 @@ def run_pool(sweep, study) -> list:
     to this process)."""
     from omegaconf import OmegaConf
 
-    from .errors import SweepError
-    from .trials import state
+    from ._errors import SweepError
+    from ._trials import state
     start = datetime.datetime.now()
     n = sweep.s.n_workers
     threads_set = OmegaConf.select(sweep.config, "threads") not in (None, AUTO)
@@ -117,7 +117,7 @@ def _replace(sweep, study, pool: Pool, dead: Child, cmd: List[str], restarts: in
     """A worker died: fail its trials now (their configurations enqueued again), start a new
     worker in its place unless RESTARTS were used up or the study needs no more, and say so in
     one line. Returns the restarts used (0 or 1)."""
-    from .trials import study_full
+    from ._trials import study_full
     closed = close_orphans(sweep, study, [dead])
     numbers = ", ".join(str(n) for n, _ in closed)
     what = (f"{'trials' if len(closed) > 1 else 'trial'} {numbers} marked failed: its worker "
@@ -150,7 +150,7 @@ def close_orphans(sweep, study, ended: List[Child], say: bool = False) -> List[t
 
     from tinycnn.heartbeat import retry_callback
 
-    from .trials import WORKER_ATTR, fail_orphan
+    from ._trials import WORKER_ATTR, fail_orphan
     by_id = {worker_id(c.pid): c for c in ended if c.popen.poll() is not None}
     orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                if t.user_attrs.get(WORKER_ATTR) in by_id]

@@ -14,8 +14,8 @@ from tinycnn.storage import StorageError, mask, open_storage, redact
 
 from ._overrides import apply_overrides
 from ._search_space import SpaceError, parse_space
-from .errors import SweepError
-from .settings import OBJECTIVES, Settings
+from ._errors import SweepError
+from ._settings import OBJECTIVES, Settings
 
 log = logging.getLogger(__name__)
 

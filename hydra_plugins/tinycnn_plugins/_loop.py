@@ -26,11 +26,11 @@ from tinycnn.lazy import import_torch
 from tinycnn.stops import held, stop_requested, stop_signals
 from tinycnn.storage import storage_failure
 
-from . import report, start, trials
-from .candidate import Candidate, Judge
-from .errors import SweepError
-from .settings import read_settings
-from .workers import run_pool, worker_id, worker_tag
+from . import _report as report, _start as start, _trials as trials
+from ._candidate import Candidate, Judge
+from ._errors import SweepError
+from ._settings import read_settings
+from ._workers import run_pool, worker_id, worker_tag
 
 log = logging.getLogger(__name__)
 
