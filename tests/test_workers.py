@@ -323,3 +323,18 @@ def test_data_is_loaded_once_per_process_per_data_setting():
     assert reused is None and other.mean == 0.5 and other.train_x is first.train_x
     smaller, took = data.worker_data(compose_cfg("data.limit=256").data)  # other images
     assert took is not None and data.loads == loads + 1 and len(smaller.train_x) == 256
+
+
+def test_the_process_pool_notices_a_dead_child_and_runs_the_rest():
+    """tinycnn.pool, the one way tinycnn runs processes side by side (the sweeper's workers,
+    confirm's runs): a child killed outright is reported as such, the others run to the end."""
+    from tinycnn.pool import Pool, call_command, exit_note
+    ended = {}
+    die = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    Pool().run([("dies", [sys.executable, "-c", die]),
+                ("fails", [sys.executable, "-c", "raise SystemExit(3)"]),
+                ("calls", call_command("os:getcwd")),
+                ("raises", call_command("os:getcwd", "no arguments taken"))],
+               2, lambda c: ended.__setitem__(c.name, c.code))
+    assert ended == {"dies": -signal.SIGKILL, "fails": 3, "calls": 0, "raises": 1}
+    assert exit_note(-signal.SIGKILL) == "was killed by SIGKILL"

@@ -12,14 +12,18 @@ interrupting it somewhere (say, while Hydra composes its config) where it would 
 traceback. A child that dies (kill -9, the OOM killer, a segfault) is noticed at the next poll.
 """
 
+import importlib
+import json
 import logging
 import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tinycnn.stops import stop_requested
+from tinycnn.stops import stop_requested, stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,25 @@ def say_ready() -> None:
             pass
 
 
+def call_command(func: str, *args) -> list:
+    """The command that runs `func` ("package.module:function") on JSON-able args in a fresh
+    interpreter, as a Pool's child: exit 0 when it returns, 130 when it was stopped, 1 when it
+    raised (the function records its own failure; confirm's runs write it in metrics.json)."""
+    return [sys.executable, "-m", "tinycnn.pool", func, json.dumps(list(args))]
+
+
+def _call(argv: list) -> int:
+    say_ready()  # a stop from here on is Python's KeyboardInterrupt, caught below
+    try:
+        module, name = argv[0].split(":")
+        getattr(importlib.import_module(module), name)(*json.loads(argv[1]))
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        return 1
+    return 0
+
+
 def exit_note(code: int) -> str:
     """How a child ended: 'stopped with exit code 1', 'was killed by SIGKILL'."""
     if code < 0:
@@ -93,7 +116,16 @@ class Pool:
             self.env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         self.children: list[Child] = []
 
-    def start(self, cmd: list, name: str, env: dict | None = None, **popen) -> Child:
+    def start(self, cmd: list, name: str, env: dict | None = None, handshake: bool = True,
+              **popen) -> Child:
+        """Start cmd as child `name`. handshake=False: a command that never says it is ready
+        (any program); it is taken as ready from the start."""
+        if not handshake:
+            p = subprocess.Popen(cmd, env={**self.env, **(env or {})}, start_new_session=True,
+                                 preexec_fn=_in_child, **popen)
+            child = Child(name, p, -1, ready=True)
+            self.children.append(child)
+            return child
         r, w = os.pipe()
         os.set_blocking(r, False)
         try:
@@ -125,6 +157,23 @@ class Pool:
                 return ended
             time.sleep(POLL_S)
 
+    def run(self, jobs: list, slots: int, on_end: Callable[[Child], None]) -> None:
+        """Run jobs [(name, command)], `slots` at a time, calling on_end(child) as each ends
+        (on_end may raise to stop them all). Ctrl-C or SIGTERM stops them all and raises
+        KeyboardInterrupt."""
+        todo = list(jobs)
+        with stop_signals():
+            try:
+                while todo or self.running():
+                    while todo and len(self.running()) < slots:
+                        name, cmd = todo.pop(0)
+                        self.start(cmd, name)
+                    for c in self.wait():
+                        on_end(c)
+            except BaseException:
+                self.stop()
+                raise
+
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """One SIGINT to each ready child, then up to grace_s for all to end (killed after);
         a child not yet ready is killed at once (it holds nothing yet)."""
@@ -145,3 +194,7 @@ class Pool:
             if c.ready_fd >= 0:
                 os.close(c.ready_fd)
                 c.ready_fd = -1
+
+
+if __name__ == "__main__":
+    sys.exit(_call(sys.argv[1:]))
