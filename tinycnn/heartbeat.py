@@ -32,7 +32,8 @@ def heartbeat_kwargs(heartbeat: tuple | None) -> dict:
         return {}
     interval, grace, max_retry = heartbeat
     # Optuna warns that heartbeats are experimental and meant for Study.optimize; tinycnn asks
-    # and tells, and beats itself (Heartbeat below), which is what optimize does inside.
+    # and tells, and beats itself (Heartbeat below), which is what optimize does inside. The
+    # warnings come from later calls (each ask), so they are filtered for the process, here only.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     return {"heartbeat_interval": int(interval), "grace_period": int(grace),

@@ -137,8 +137,7 @@ def _read(s: Dict[str, Any]) -> Settings:
     heartbeat = None
     if s["heartbeat_interval"] is not None:
         interval = _whole(s, "heartbeat_interval", 1)
-        grace = _whole({"grace_period": s["grace_period"] or interval + 1}, "grace_period",
-                       interval + 1)
+        grace = _whole(s, "grace_period", interval + 1)
         heartbeat = (interval, grace, max_retry)
     pruner = pruner_settings(s["pruner"])
     if len(objectives) > 1 and not isinstance(make_pruner(pruner), optuna.pruners.NopPruner):
