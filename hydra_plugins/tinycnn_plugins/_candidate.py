@@ -24,6 +24,7 @@ from . import _trials as trials
 from ._overrides import apply_overrides
 from ._search_space import format_value, quote
 from ._errors import SweepError
+from ._settings import COSTS
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Candidate:
     params: int
     params_by_block: Dict[str, int]
     baseline: bool
+    costs: Dict[str, int]     # params, macs, peak_bytes, flash_bytes (tinycnn/costs.py)
 
 
 class Judge:
@@ -74,18 +76,21 @@ class Judge:
             self._reuse(study, trial, twin, t0)
             return None
         cfg = self._compose(study, trial, searched, job, overrides)
-        params, table, reason = _count(cfg, self.s.max_params)
+        costs, table, reason = _count(cfg, self.s.budgets)
+        params = costs.get("params")
         trials.record(trial, {"dir": str(out_dir), "overrides": overrides, "baseline": baseline,
-                              "params": params},
+                              **costs} if costs else
+                      {"dir": str(out_dir), "overrides": overrides, "baseline": baseline,
+                       "params": None},
                       # Optuna's constraint mechanism: > 0 is infeasible. TPE and NSGA-II rank
                       # infeasible trials after every feasible one, the least violating first,
                       # and best_trial(s) skip them; so the sampler learns where the budget
-                      # line runs. Not buildable: as far out as twice the budget.
-                      {"over_budget": params - self.s.max_params} if params is not None
-                      else {"invalid": float(self.s.max_params)})
+                      # lines run. One constraint per budget; not buildable: as far out as
+                      # twice the parameter budget.
+                      constraints(costs, self.s.budgets))
         if reason is None:
-            return Candidate(trial, overrides, job, out_dir, params, table, baseline)
-        self._infeasible(study, trial, cfg, out_dir, overrides, params, table, reason, t0)
+            return Candidate(trial, overrides, job, out_dir, params, table, baseline, costs)
+        self._infeasible(study, trial, cfg, out_dir, overrides, costs, table, reason, t0)
         return None
 
     def _compose(self, study, trial, searched, job, overrides):
@@ -103,16 +108,17 @@ class Judge:
                              "the keys and values of the search space (hydra.sweeper.params, "
                              "command line).") from None
 
-    def _infeasible(self, study, trial, cfg, out_dir, overrides, params, table, reason, t0):
+    def _infeasible(self, study, trial, cfg, out_dir, overrides, costs, table, reason, t0):
         """Told as COMPLETE with the worst value, not FAIL or PRUNED: samplers ignore failed
         trials (they would propose the same network again), while a complete trial with a
         violated constraint is what TPE/NSGA-II learn the feasible region from."""
-        values = [0.0 if o == "val_acc" else float(params if params is not None
-                                                        else 2 * self.s.max_params)
+        params = costs.get("params")
+        values = [0.0 if o == "val_acc" else float(costs[o] if costs
+                                                        else 2 * self.s.budgets.get(o, 1))
                   for o in self.s.objectives]
         trials.record(trial, {"state": "infeasible", "reason": reason})
         write_record(out_dir, cfg, {
-            "status": "infeasible", "params": params, "params_by_block": table,
+            "status": "infeasible", **(costs or {"params": None}), "params_by_block": table,
             "train_acc": None, "val_acc": None, "test_acc": None, "seconds": 0.0,
             "seed": cfg.get("seed"), "overrides": overrides, "history": [], "error": reason,
             "trial": trial.number})
@@ -126,10 +132,11 @@ class Judge:
         overrides (TPE does, on categorical spaces): tell it the twin's result instead of
         training it again. Same config, same seed, same machine: the same numbers."""
         a = twin.user_attrs
-        keys = ("params", "val_acc", "test_acc", "train_acc", "seconds", "dir", "overrides")
+        keys = ("params", "macs", "peak_bytes", "flash_bytes", "val_acc", "test_acc",
+                "train_acc", "seconds", "dir", "overrides")
         trials.record(trial, {**{k: a.get(k) for k in keys}, "duplicate_of": twin.number,
                               "state": "complete"},
-                      {"over_budget": a["params"] - self.s.max_params})
+                      constraints({k: a.get(k) for k in COSTS}, self.s.budgets))
         study.tell(trial, list(twin.values))
         self.sweep.counts["complete"] += 1
         self.sweep.counts["duplicate"] += 1
@@ -151,7 +158,7 @@ class Judge:
         trials.record(trial, trials.results(metrics))
         if complete:
             trials.record(trial, {"state": "complete"})
-            study.tell(trial, [float(value) if o == "val_acc" else float(c.params)
+            study.tell(trial, [float(value) if o == "val_acc" else float(c.costs[o])
                                for o in self.s.objectives])
             self.sweep.counts["complete"] += 1
             self.sweep.progress(n, "complete", float(value), c.params)
@@ -171,22 +178,35 @@ class Judge:
             self.sweep.fail(study, trial, reason)
 
 
-def _count(cfg, max_params: int):
-    """(params, the per-block table, why the trial is infeasible or None), from the config
-    alone: nothing allocated."""
-    from tinycnn.model import count_params
-    params, table, reason = None, {}, None
+def constraints(costs: Dict[str, Any], budgets: Dict[str, int]) -> Dict[str, float]:
+    """One Optuna constraint per budget, cost minus limit (> 0: over it; the parameter budget's
+    is named over_budget, as before the others existed); a network that cannot be built is as
+    far out as twice the parameter budget."""
+    if not costs or costs.get("params") is None:
+        return {"invalid": float(budgets["params"])}
+    return {("over_budget" if c == "params" else f"over_{c}"): costs[c] - limit
+            for c, limit in budgets.items()}
+
+
+def _count(cfg, budgets: Dict[str, int]):
+    """(the costs: params, macs, peak_bytes, flash_bytes; the per-block parameter table; why the
+    trial is infeasible or None), from the config alone: nothing allocated."""
+    from tinycnn.model import count_costs
+    costs, table, reason = {}, {}, None
     try:
-        params, table = count_params(cfg.model)
-        if params > max_params:
-            reason = f"over budget: {params:,} parameters > max_params {max_params:,}"
+        counted = count_costs(cfg.model)
+        costs, table = counted.totals(), counted.params_by_block
+        over = [f"{costs[c]:,} {COSTS[c]} > max_{c} {limit:,}" for c, limit in budgets.items()
+                if costs[c] > limit]
+        if over:
+            reason = "over budget: " + "; ".join(over)
     except ConfigError as exc:
         reason = f"invalid model: {exc}"
     except Exception as exc:  # the planner missed a check: still never train it
         reason = f"invalid model: {type(exc).__name__}: {exc}"
     if reason is None and OmegaConf.select(cfg, "data.val_size") == 0:
         reason = "data.val_size = 0: no validation accuracy to optimise"
-    return params, table, reason
+    return costs, table, reason
 
 
 def _outcome(ret: JobReturn) -> Any:

@@ -29,7 +29,7 @@ from tinycnn.storage import storage_failure
 from . import _report as report, _start as start, _trials as trials
 from ._candidate import Candidate, Judge
 from ._errors import SweepError
-from ._settings import read_settings
+from ._settings import budget_text, read_settings
 from ._workers import run_pool, worker_id, worker_tag
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,10 @@ class OptunaSweep:
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         have = trials.taken(study)
         if not worker_tag():  # a pool's workers would repeat the line its parent logged
-            log.info("study %r (%s) in %s: %d of %d trials there; %d dimensions, budget %s "
-                     "params, sampler %s, pruner %s; trial folders in %s", s.study_name,
+            log.info("study %r (%s) in %s: %d of %d trials there; %d dimensions, budget %s, "
+                     "sampler %s, pruner %s; trial folders in %s", s.study_name,
                      ", ".join(s.objectives), s.shown_url, have, s.n_trials,
-                     len(self.space.dims), f"{s.max_params:,}", s.sampler.get("name", "tpe"),
+                     len(self.space.dims), budget_text(s.budgets), s.sampler.get("name", "tpe"),
                      s.pruner.get("name", "none"), self.sweep_dir)
         try:
             return self._run(study, have)

@@ -47,7 +47,7 @@ def summary_of(study: optuna.Study, s: Settings, counts: Counter) -> dict:
     done = [t for t in trials if state(t) == "complete"]
     summary: Dict[str, Any] = {
         "name": "tinycnn_optuna", "study_name": s.study_name, "storage": s.shown_url,
-        "objectives": s.objectives, "max_params": s.max_params,
+        "objectives": s.objectives, "max_params": s.max_params, "budgets": s.budgets,
         "n_trials": s.n_trials, "trials_in_study": len(trials),
         "study": {k: states.get(k, 0) for k in
                   ("complete", "pruned", "failed", "infeasible", "surplus", "running",

@@ -19,7 +19,12 @@ from tinycnn.threads import cores
 
 from ._errors import SweepError
 
-OBJECTIVES = {"val_acc": "maximize", "params": "minimize"}
+OBJECTIVES = {"val_acc": "maximize", "params": "minimize", "macs": "minimize",
+              "peak_bytes": "minimize", "flash_bytes": "minimize"}
+# What a network costs (tinycnn/costs.py), each a budget max_<cost> and an objective; the words
+# a refusal uses for each.
+COSTS = {"params": "parameters", "macs": "MACs", "peak_bytes": "peak activation bytes (int8)",
+         "flash_bytes": "flash bytes (int8)"}
 
 
 @dataclass
@@ -60,7 +65,13 @@ class TinycnnOptunaConf:
     # loaded one); 1 = this process trains the trials itself.
     n_workers: Any = "auto"
     max_params: int = 25000     # budget: bigger networks are recorded infeasible, never trained
-    objectives: List[str] = field(default_factory=lambda: ["val_acc"])  # or [val_acc, params]
+    # Budgets for a device (null: none), each checked from the config alone like max_params:
+    # MACs per image, peak int8 activation bytes at batch 1, int8 weight bytes (tinycnn/costs.py)
+    max_macs: Optional[int] = None
+    max_peak_bytes: Optional[int] = None
+    max_flash_bytes: Optional[int] = None
+    # val_acc, and any of params, macs, peak_bytes, flash_bytes: a Pareto search
+    objectives: List[str] = field(default_factory=lambda: ["val_acc"])
     sampler: SamplerConf = field(default_factory=SamplerConf)
     pruner: PrunerConf = field(default_factory=PrunerConf)
     max_failure_rate: float = 0.5  # stop once more than this share of launched trials failed
@@ -87,6 +98,7 @@ class Settings:
     n_jobs: int
     n_workers: int
     max_params: int
+    budgets: Dict[str, int]     # cost -> its limit, the budgets set ({"params": 25000, ...})
     max_failure_rate: float
     objectives: List[str]
     directions: List[str]
@@ -151,10 +163,17 @@ def _read(s: Dict[str, Any]) -> Settings:
         study_name=study_name, storage=str(s["storage"] or ""), storage_url=url,
         shown_url=mask(url), n_trials=_whole(s, "n_trials", 1), n_jobs=_whole(s, "n_jobs", 1),
         n_workers=n_workers(s["n_workers"]), max_params=_whole(s, "max_params", 1),
+        budgets={c: _whole(s, f"max_{c}", 1) for c in COSTS
+                 if c == "params" or s.get(f"max_{c}") is not None},
         max_failure_rate=float(rate), objectives=objectives,
         directions=[OBJECTIVES[o] for o in objectives], connect_timeout=float(timeout),
         heartbeat=heartbeat, max_retry=max_retry, sampler=sampler, pruner=pruner,
         params=dict(s["params"] or {}))
+
+
+def budget_text(budgets: Dict[str, int]) -> str:
+    """'25,000 params' or '25,000 params, 30,000,000 macs, 2,500 peak_bytes'."""
+    return ", ".join(f"{limit:,} {c}" for c, limit in budgets.items())
 
 
 def _objectives(given) -> List[str]:
@@ -166,8 +185,8 @@ def _objectives(given) -> List[str]:
         hint = (" (test accuracy is recorded for every trial but never optimised: the test "
                 "set is for reporting only)" if "test_acc" in bad else "")
         raise SweepError(f"hydra.sweeper.objectives = {objectives}: {why}{hint}. Use [val_acc] "
-                         "(maximise validation accuracy) or [val_acc, params] (also minimise "
-                         "parameters: a Pareto front).")
+                         "(maximise validation accuracy), or val_acc with any of "
+                         f"{', '.join(COSTS)} (also minimise those: a Pareto front).")
     return objectives
 
 

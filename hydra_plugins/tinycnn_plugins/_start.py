@@ -125,7 +125,8 @@ def open_study(s: Settings, space: Space):
                     "learns from both (use a new hydra.sweeper.study_name to start afresh)",
                     s.study_name)
     for key, value in (("search_space", searched), ("fixed_overrides", space.fixed),
-                       ("max_params", s.max_params), ("objectives", s.objectives)):
+                       ("max_params", s.max_params), ("budgets", s.budgets),
+                       ("objectives", s.objectives)):
         study.set_user_attr(key, value)
     return study, storage, created
 
