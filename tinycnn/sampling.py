@@ -14,12 +14,17 @@ SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomS
 SAMPLER_SETTINGS = {"tpe": ("n_startup_trials", "multivariate"), "random": (),
                     "nsga2": ("population_size",)}
 PRUNERS = {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
-           "hyperband": optuna.pruners.HyperbandPruner}
+           "hyperband": optuna.pruners.HyperbandPruner,
+           "halving": optuna.pruners.SuccessiveHalvingPruner}
 # The settings each pruner takes from hydra.sweeper.pruner (the others there are ignored).
 PRUNER_SETTINGS = {"none": (),
                    "median": ("n_startup_trials", "n_warmup_steps", "interval_steps",
                               "n_min_trials"),
-                   "hyperband": ("min_resource", "max_resource", "reduction_factor")}
+                   "hyperband": ("min_resource", "max_resource", "reduction_factor"),
+                   "halving": ("min_resource", "reduction_factor", "min_early_stopping_rate")}
+# What a pruner's step counts: every validation check (train.evals_per_epoch an epoch), or
+# epochs (a trial reports at the end of each epoch only: a multi-epoch search's fidelity).
+FIDELITIES = ("checks", "epochs")
 
 
 def make_sampler(spec, seed) -> optuna.samplers.BaseSampler:
@@ -45,12 +50,17 @@ def pruner_settings(spec) -> dict:
     if name not in PRUNERS:
         raise ConfigError(f"hydra.sweeper.pruner.name = {name!r}: unknown pruner; use one of "
                           f"{', '.join(PRUNERS)}")
+    fidelity = str(spec.pop("fidelity", "checks")).lower()
+    if fidelity not in FIDELITIES:
+        raise ConfigError(f"hydra.sweeper.pruner.fidelity = {fidelity!r}: expected one of "
+                          f"{', '.join(FIDELITIES)}")
     known = {k for keys in PRUNER_SETTINGS.values() for k in keys}
     unknown = sorted(set(spec) - known)
     if unknown:
         raise ConfigError(f"hydra.sweeper.pruner.{unknown[0]}: not a pruner setting; the "
                           f"settings are {', '.join(sorted(known))}")
-    return {"name": name, **{k: spec[k] for k in PRUNER_SETTINGS[name] if k in spec}}
+    return {"name": name, "fidelity": fidelity,
+            **{k: spec[k] for k in PRUNER_SETTINGS[name] if k in spec}}
 
 
 def make_pruner(spec) -> optuna.pruners.BasePruner:
@@ -58,6 +68,7 @@ def make_pruner(spec) -> optuna.pruners.BasePruner:
     {name: median, n_startup_trials: 5, n_warmup_steps: 0}. Steps are validation checks (train.evals_per_epoch per epoch)."""
     kwargs = pruner_settings(spec)
     name = kwargs.pop("name")
+    kwargs.pop("fidelity")
     try:
         return PRUNERS[name](**kwargs)
     except (TypeError, ValueError) as exc:

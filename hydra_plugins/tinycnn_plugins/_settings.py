@@ -40,14 +40,16 @@ class SamplerConf:
 class PrunerConf:
     # Steps are training batches (the runner reports val_acc train.evals_per_epoch times an
     # epoch). Only the settings of the chosen pruner are used.
-    name: str = "none"                 # none | median | hyperband
+    name: str = "none"                 # none | median | hyperband | halving (successive halving)
+    fidelity: str = "checks"           # a step is a validation check | epochs: one per epoch
     n_startup_trials: int = 5          # median: complete trials (infeasible ones count) first
     n_warmup_steps: int = 0            # median: steps of each trial before it may be pruned
     interval_steps: int = 1            # median
     n_min_trials: int = 1              # median: trained trials that reached a step, to judge it
     min_resource: int = 1              # hyperband
     max_resource: Any = "auto"         # hyperband: steps of a full trial, or auto
-    reduction_factor: int = 3          # hyperband
+    reduction_factor: int = 3          # hyperband, halving
+    min_early_stopping_rate: int = 0   # halving: the first rung is min_resource * 3^this
 
 
 @dataclass
