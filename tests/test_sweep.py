@@ -21,7 +21,8 @@ from optuna.trial import TrialState
 from conftest import REPO, SMALL, compose_cfg, run_cmd as run, sub_env, sweep_cmd
 from hydra_plugins.tinycnn_plugins._search_space import (SpaceError, format_value, parse_space,
                                                          quote)
-from hydra_plugins.tinycnn_plugins._sweep import OptunaSweep, SweepError
+from hydra_plugins.tinycnn_plugins._errors import SweepError
+from hydra_plugins.tinycnn_plugins._settings import read_settings
 from tinycnn.errors import ConfigError
 from tinycnn.study import make_pruner, open_storage, storage_url, trial_reporter
 
@@ -125,7 +126,7 @@ def settings(**over):
 ])
 def test_bad_settings_are_one_clear_error(over, says):
     with pytest.raises(SweepError) as err:
-        OptunaSweep(settings(**over))._settings()
+        read_settings(settings(**over))
     assert says in str(err.value)
     assert isinstance(err.value, ConfigError)
 

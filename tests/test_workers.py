@@ -16,8 +16,9 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import REPO, run_cmd, sub_env, sweep_cmd
-from hydra_plugins.tinycnn_plugins._sweep import OptunaSweep, SweepError
-from hydra_plugins.tinycnn_plugins._workers import cores
+from hydra_plugins.tinycnn_plugins._errors import SweepError
+from hydra_plugins.tinycnn_plugins._settings import read_settings
+from tinycnn.threads import cores
 
 OPTUNA = ["hydra/sweeper=tinycnn_optuna", "hydra.sweeper.study_name=t"]
 SPACE = ["train.lr=tag(log,interval(1e-4,1e-2))", "model.blocks.res1.scale=range(0.0,4.01,0.5)"]
@@ -89,13 +90,11 @@ def test_n_workers_setting_is_checked():
     s = {"study_name": "t", "storage": "sqlite:///x.db", "n_trials": 5, "n_jobs": 1,
          "max_params": 25000, "objectives": ["val_acc"], "sampler": {"name": "tpe"},
          "pruner": {"name": "none"}, "max_failure_rate": 0.5, "params": {}}
-    sweep = OptunaSweep({**s, "n_workers": "auto"})
-    sweep._settings()
-    assert sweep.n_workers == cores()
+    assert read_settings({**s, "n_workers": "auto"}).n_workers == cores()
     for bad in (0, "many", 1.5):
         with pytest.raises(SweepError, match=f"n_workers = {bad!r}: expected a whole number >= "
                                              "1 .* or auto"):
-            OptunaSweep({**s, "n_workers": bad})._settings()
+            read_settings({**s, "n_workers": bad})
 
 
 def test_workers_share_the_study_each_loads_data_once_with_its_share_of_threads(tmp_path):
@@ -173,15 +172,17 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
 @pytest.mark.parametrize("heartbeat", ["null", "60"])
-def test_a_worker_killed_hard_stops_the_pool_and_its_trial_is_failed_at_once(tmp_path, heartbeat):
+def test_a_worker_killed_hard_is_replaced_and_the_sweep_finishes(tmp_path, heartbeat):
     """kill -9 (or the OOM killer) gives a worker no chance to close its trial: the pool's
-    process closes it at once, not after a heartbeat's grace period (180 s), and with
-    heartbeats on it is retried as a stale one would be."""
+    process fails it at once (not after a heartbeat's grace period, 180 s), enqueues its
+    configuration again as Optuna's retry callback does for a stale trial, and starts a new
+    worker; the other worker's trials are untouched and the sweep still finishes n_trials."""
     s = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="t",
                             direction="maximize")
     s.enqueue_trial({"train.lr": 0.002, "model.blocks.res1.scale": 1.0},
                     user_attrs={"baseline": True})
-    p = pool_on_two_trials(tmp_path, f"hydra.sweeper.heartbeat_interval={heartbeat}")
+    p = pool_on_two_trials(tmp_path, f"hydra.sweeper.heartbeat_interval={heartbeat}",
+                           "hydra.sweeper.n_trials=10")
     # Frozen (SIGSTOP) while it holds a RUNNING trial, not in the instant between two trials.
     victim, deadline = children(p.pid)[0], time.monotonic() + 60
     while True:
@@ -191,47 +192,88 @@ def test_a_worker_killed_hard_stops_the_pool_and_its_trial_is_failed_at_once(tmp
         os.kill(victim, signal.SIGCONT)
         time.sleep(0.05)
     os.kill(victim, signal.SIGKILL)
-    out = p.communicate(timeout=180)[0]
-    assert p.returncode == 1 and "was killed by SIGKILL" in out, out
-    trials = study(tmp_path).trials
-    assert not [t for t in trials if t.state == TrialState.RUNNING], out
-    orphan, = [t for t in trials if t.user_attrs.get("reason", "").startswith("its worker")]
-    assert orphan.state == TrialState.FAIL and orphan.user_attrs["worker"].endswith(f":{victim}")
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 0, out
+    trials = [t for t in study(tmp_path).trials if not t.user_attrs.get("surplus")]
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)], out
+    orphan, = [t for t in trials if t.state == TrialState.FAIL]  # the others' untouched
+    assert orphan.user_attrs["worker"].endswith(f":{victim}")
     assert orphan.user_attrs["reason"] == (f"its worker (pid {victim}) was killed by SIGKILL "
                                            "while the trial ran")
-    waiting = [t for t in trials if t.state == TrialState.WAITING]
-    retries = [t for t in waiting if "failed_trial" in t.system_attrs]
-    # A baseline failed by the stop (the other worker's trial, or with no retries the orphan)
-    # is enqueued again for the next run, as after a Ctrl-C.
-    stopped = [t for t in trials if t.state == TrialState.FAIL and t is not orphan]
-    rebaseline = any(t.user_attrs.get("baseline") for t in stopped) or (
-        heartbeat == "null" and orphan.user_attrs.get("baseline"))
-    assert [t.user_attrs for t in waiting if t not in retries] == (
-        [{"baseline": True}] if rebaseline else []), [t.user_attrs for t in trials]
-    if heartbeat == "null":  # no retries
-        assert retries == []
-    else:  # Optuna's retry callback, as for a stale trial: same configuration, fresh attrs
-        retry, = retries
-        assert retry.system_attrs["failed_trial"] == orphan.number
-        assert retry.params == orphan.params and "reason" not in retry.user_attrs
-        assert retry.user_attrs.get("baseline") == orphan.user_attrs.get("baseline")
-    assert f"trial {orphan.number} marked failed: its worker (pid {victim})" in out
+    retry, = [t for t in trials if "failed_trial" in t.system_attrs]
+    assert retry.system_attrs["failed_trial"] == orphan.number
+    assert retry.params == orphan.params and retry.user_attrs["state"] == "complete"
+    assert retry.user_attrs.get("baseline") == orphan.user_attrs.get("baseline")
+    assert retry.user_attrs["worker"] != orphan.user_attrs["worker"]
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 10  # n_trials
+    line, = [x for x in out.splitlines() if "marked failed" in x]
+    assert line.endswith(f"trial {orphan.number} marked failed: its worker (pid {victim}) was "
+                         "killed by SIGKILL while the trial ran; its configuration is enqueued "
+                         "again; a new worker takes its place (1 of 3 replacements)"), line
+    assert f"1 failed with their worker and retried (trials {orphan.number})" in out
     assert "Traceback" not in out
+
+
+BLOCK_AT = """import os, sys, time
+class BlockAt:  # a pool's worker waits at the import of AT until it is told to stop
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["BLOCK_AT"]:
+            sys.meta_path.remove(self)
+            from tinycnn import stops
+            open(os.path.join(os.environ["BLOCK_DIR"], str(os.getpid())), "w").close()
+            t0 = time.monotonic()
+            while not stops.stop_requested() and time.monotonic() - t0 < 120:
+                time.sleep(0.01)
+if os.environ.get("TINYCNN_WORKER"):
+    sys.meta_path.insert(0, BlockAt())
+"""
+
+
+# tinycnn.pool: imported by the sweeper plugin just before the worker says it is ready (Hydra
+# loads the plugin itself without sys.meta_path); loop: once Hydra has composed the config.
+@pytest.mark.parametrize("at", ["tinycnn.pool", "hydra_plugins.tinycnn_plugins._loop"],
+                         ids=["before ready", "while Hydra sets up"])
+def test_a_stop_while_workers_start_is_clean(tmp_path, at):
+    """Ctrl-C while the workers are still starting, at two fixed points (a handshake: each
+    worker waits there, and says so in a file, until the stop reaches it): no traceback, no
+    trial asked, nothing RUNNING."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(BLOCK_AT)
+    env = sub_env(BLOCK_AT=at, BLOCK_DIR=str(hook))
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), env["PYTHONPATH"]])
+    p = subprocess.Popen(sweep_cmd(tmp_path, *OPTUNA, *SPACE, "hydra.sweeper.n_workers=2"),
+                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(list(hook.glob("[0-9]*"))) < 2 and time.monotonic() < deadline \
+            and p.poll() is None:
+        time.sleep(0.05)
+    assert len(list(hook.glob("[0-9]*"))) == 2, p.communicate(timeout=60)[0]
+    os.killpg(p.pid, signal.SIGINT)
+    out = p.communicate(timeout=180)[0]
+    assert p.returncode == 1 and "sweep interrupted (SIGINT)" in out, out
+    assert "Traceback" not in out, out
+    assert running(tmp_path) == 0
+    if Path(f"{tmp_path}/optuna.db").exists():
+        assert all(t.state == TrialState.WAITING for t in study(tmp_path).trials)
 
 
 def test_a_stop_while_a_trial_is_asked_is_raised_after_it_is_noted():
     """The signal arrives while the worker is inside deferred_signals (creating a trial) and
     another thread is alive (the heartbeat's): the stop waits for the block's end."""
-    from hydra_plugins.tinycnn_plugins._workers import deferred_signals, stop_requested, \
-        stop_signals
+    from tinycnn.stops import held, stop_requested, stop_signals
     noted = []
     with stop_signals():
         other = threading.Thread(target=time.sleep, args=(2,), daemon=True)
         other.start()
         with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-            with deferred_signals():
+            with held():
                 os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(0.5)  # Python runs the handler in this thread, in the block
+                # Python runs the handler in this thread, in the block: wait until it has (a
+                # handshake on the request it sets, not a guessed sleep).
+                while not stop_requested():
+                    pass
                 noted.append("trial")
         assert noted == ["trial"] and stop_requested()
     assert not stop_requested()  # the next sweep in this process starts afresh
@@ -281,3 +323,18 @@ def test_data_is_loaded_once_per_process_per_data_setting():
     assert reused is None and other.mean == 0.5 and other.train_x is first.train_x
     smaller, took = data.worker_data(compose_cfg("data.limit=256").data)  # other images
     assert took is not None and data.loads == loads + 1 and len(smaller.train_x) == 256
+
+
+def test_the_process_pool_notices_a_dead_child_and_runs_the_rest():
+    """tinycnn.pool, the one way tinycnn runs processes side by side (the sweeper's workers,
+    confirm's runs): a child killed outright is reported as such, the others run to the end."""
+    from tinycnn.pool import Pool, call_command, exit_note
+    ended = {}
+    die = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    Pool().run([("dies", [sys.executable, "-c", die]),
+                ("fails", [sys.executable, "-c", "raise SystemExit(3)"]),
+                ("calls", call_command("os:getcwd")),
+                ("raises", call_command("os:getcwd", "no arguments taken"))],
+               2, lambda c: ended.__setitem__(c.name, c.code))
+    assert ended == {"dies": -signal.SIGKILL, "fails": 3, "calls": 0, "raises": 1}
+    assert exit_note(-signal.SIGKILL) == "was killed by SIGKILL"

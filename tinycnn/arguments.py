@@ -66,6 +66,9 @@ def _compare(sub) -> None:
     p.add_argument("--plot", type=Path, default=None, metavar="PNG",
                    help="also write an accuracy-vs-parameters scatter of the complete and pruned "
                    "rows shown (after --where/--top) to this PNG file")
+    p.add_argument("--x", choices=("params", "macs", "peak_kb", "flash_kb"), default="params",
+                   help="what the plot's x axis shows (default: params); budget lines from the "
+                   "studies' max_params, max_macs, max_peak_bytes, max_flash_bytes")
     p.add_argument("--max-params", type=_budgets, default=None, metavar="N[,N...]",
                    help="budget lines in the plot (default: the max_params of the studies read, "
                    "else 25000)")

@@ -25,7 +25,6 @@ import datetime
 import json
 import os
 import platform
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -35,6 +34,8 @@ import time
 from pathlib import Path
 
 import optuna
+
+from tinycnn.pool import Pool
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,15 +49,18 @@ def sweep_cmd(folder: Path, *args: str) -> list:
 def timed(cmd: list, limit_s: float | None, log: Path) -> float:
     """Run cmd (its own process group); SIGINT it after limit_s, as Ctrl-C would. Wall seconds."""
     t0 = time.perf_counter()
+    pool = Pool()  # the way tinycnn runs processes side by side, here one at a time
     with open(log, "w") as out:
-        p = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+        child = pool.start(cmd, "bench", handshake=False, cwd=REPO, stdout=out,
+                           stderr=subprocess.STDOUT)
         try:
-            code = p.wait(timeout=limit_s)
+            code = child.popen.wait(timeout=limit_s)
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGINT)
-            p.wait()
+            pool.stop()  # one SIGINT, as Ctrl-C would: a sweep closes its running trials
             code = 0
+        except KeyboardInterrupt:
+            pool.stop()
+            raise
     if code:
         sys.exit(f"bench_sweep: this failed (exit {code}):\n{' '.join(cmd)}\n"
                  f"{log.read_text()[-3000:]}")

@@ -59,6 +59,13 @@ def _named(sources: list[str], outputs: Path) -> list[str]:
     return sources or [str(latest_sweep(outputs))]
 
 
+def _limits(limits: dict, x: str) -> list:
+    """The budget lines for the x axis: peak_kb from max_peak_bytes, and so on."""
+    cost = {"peak_kb": "peak_bytes", "flash_kb": "flash_bytes"}.get(x, x)
+    scale = 1000 if cost != x else 1
+    return [v / scale for v in limits.get(cost, [])]
+
+
 def cmd_compare(args) -> int:
     from tinycnn import compare as C
     from tinycnn import table as T
@@ -68,7 +75,7 @@ def cmd_compare(args) -> int:
         raise TinycnnError(f"no readable runs in {where} (every run folder was damaged; see the "
                            "warnings above).")
     rows = C.group(found.runs, by_seed=not args.no_group)
-    C.mark_pareto(rows)  # over everything read, before --where/--top narrow the view
+    C.mark_pareto(rows, found.costs or ["params"])  # over all read, before --where/--top
     C.mark_baseline(rows, *_paper_presets(args.conf_dir))
     settings = C.pick_settings(rows, args.settings)  # chosen before filters narrow the rows
     for expr in args.where:
@@ -97,12 +104,13 @@ def cmd_compare(args) -> int:
             print(textwrap.fill(line, T.WIDTH, subsequent_indent="  "))
     if args.plot is not None:
         from tinycnn.plot import DEFAULT_MAX_PARAMS, plot_rows
-        budgets = args.max_params or found.budgets or [DEFAULT_MAX_PARAMS]
+        budgets = (args.max_params or found.budgets or [DEFAULT_MAX_PARAMS]) \
+            if args.x == "params" else _limits(found.limits, args.x)
         title = ", ".join("/".join(Path(s).resolve().parts[-2:]) if Path(s).exists() else s
                           for s in args.sources) or "latest sweep"
-        drawn = plot_rows(rows, args.plot, budgets=budgets, title=title)
+        drawn = plot_rows(rows, args.plot, budgets=budgets, title=title, x=args.x)
         _note(f"wrote {args.plot}: {drawn['complete']} complete and {drawn['pruned']} pruned "
-              f"config(s) plotted, budget line(s) at {', '.join(f'{b:,}' for b in budgets)}")
+              f"config(s) plotted, budget line(s) at {', '.join(f'{b:,g}' for b in budgets)}")
     return 0
 
 

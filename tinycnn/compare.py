@@ -85,13 +85,18 @@ def group(runs: list[Run], by_seed: bool = True) -> list[Row]:
     return [Row(sorted(rs, key=lambda r: (r.seed is None, r.seed or 0))) for rs in groups.values()]
 
 
-def mark_pareto(rows: list[Row]) -> None:
-    """Mark the complete rows that no other complete row beats on val_acc (up) and params (down)."""
+def mark_pareto(rows: list[Row], costs=("params",)) -> None:
+    """Mark the complete rows that no other complete row beats on val_acc (up) and every cost
+    in `costs` (down): params by default, the costs a study optimised when it did."""
     scored = [r for r in rows if r.state == "complete" and r.val_acc is not None
-              and r.params is not None]
+              and all(r.get(c) is not None for c in costs)]
+
+    def beats(q, r) -> bool:
+        no_worse = q.val_acc >= r.val_acc and all(q.get(c) <= r.get(c) for c in costs)
+        return no_worse and (q.val_acc > r.val_acc or any(q.get(c) < r.get(c) for c in costs))
+
     for r in scored:
-        r.pareto = not any(q.val_acc >= r.val_acc and q.params <= r.params and
-                           (q.val_acc > r.val_acc or q.params < r.params) for q in scored)
+        r.pareto = not any(beats(q, r) for q in scored)
 
 
 def mark_baseline(rows: list[Row], paper_model: dict | None, paper_train: dict | None) -> None:

@@ -11,10 +11,8 @@ OUT/confirmed.json, which `tinycnn export --confirmed` reads.
 """
 
 import json
-import multiprocessing
 import re
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,32 +107,36 @@ def _train(config: dict, out_dir: str) -> dict:
 
 
 def run_jobs(jobs: list[Job], workers: int = 1) -> None:
-    """Train the jobs, `workers` at a time, with a progress bar; a failed run is reported and
-    the others go on."""
+    """Train the jobs, `workers` at a time (tinycnn.pool: one fresh process each), with a
+    progress bar; a failed run is reported and the others go on. Ctrl-C stops them all."""
+    import os
+
     from tqdm import tqdm
+
+    from tinycnn.pool import Pool, call_command, exit_note
+    from tinycnn.record import read_metrics
     if not jobs:
         return
-    ctx = multiprocessing.get_context("spawn")  # no torch state shared with this process
     bar = tqdm(total=len(jobs), desc="confirm", unit="run", disable=None, dynamic_ncols=True)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(_train, j.config, str(j.out_dir)): j for j in jobs}
-        try:
-            for fut in as_completed(futures):
-                j = futures[fut]
-                bar.update(1)
-                try:
-                    m = fut.result()
-                    line = (f"config #{j.rank} seed {j.seed}: val {100 * m['val_acc']:.2f}%, "
-                            f"test {100 * m['test_acc']:.2f}% ({m['seconds']:.1f} s) -> "
-                            f"{display_path(j.out_dir)}")
-                except Exception as exc:  # recorded in its folder; the ranking skips it
-                    line = (f"config #{j.rank} seed {j.seed}: failed: "
-                            f"{' '.join(str(exc).split())[:200]}")
-                tqdm.write(f"tinycnn: {line}", file=sys.stderr)
-        except KeyboardInterrupt:
-            for fut in futures:
-                fut.cancel()
-            raise
+    named = {f"config #{j.rank} seed {j.seed}": j for j in jobs}
+
+    def ended(child) -> None:
+        if child.code == 130:  # the run was stopped (a Ctrl-C that reached it): stop them all
+            raise KeyboardInterrupt("a run was stopped")
+        j, m = named[child.name], read_metrics(named[child.name].out_dir)
+        bar.update(1)
+        if child.code == 0 and m.get("val_acc") is not None:
+            line = (f"{child.name}: val {100 * m['val_acc']:.2f}%, test "
+                    f"{100 * m['test_acc']:.2f}% ({m['seconds']:.1f} s) -> "
+                    f"{display_path(j.out_dir)}")
+        else:  # recorded in its folder; the ranking skips it
+            why = m.get("error") or f"its process {exit_note(child.code)}"
+            line = f"{child.name}: failed: {' '.join(str(why).split())[:200]}"
+        tqdm.write(f"tinycnn: {line}", file=sys.stderr)
+
+    pool = Pool(env={**os.environ, "TQDM_DISABLE": "1"})  # one progress bar: this one
+    pool.run([(name, call_command("tinycnn.confirm:_train", j.config, str(j.out_dir)))
+              for name, j in named.items()], workers, ended)
     bar.close()
 
 

@@ -23,7 +23,8 @@ from tinycnn.costs import Cost, Costs, block_cost, classifier_cost, conv_side, c
 from tinycnn.errors import ConfigError
 
 MODEL_FIELDS = {"in_channels", "image_size", "num_classes", "activation", "negative_slope", "norm",
-                "running_stats", "blocks", "classifier", "max_params"}
+                "running_stats", "blocks", "classifier", "max_params", "max_macs",
+                "max_peak_bytes", "max_flash_bytes"}
 # A block lists its convs (layers), or describes a uniform stage: `convs` convs of `width`
 # channels with one `kernel` and `groups` (its first conv, which changes the width, is dense
 # and takes the stage's `stride`).
@@ -234,6 +235,9 @@ def plan(model_cfg) -> Plan:
     norm = choice("model.norm", cfg.setdefault("norm", "batch"), NORMS)
     flag("model.running_stats", cfg.setdefault("running_stats", True))
     whole("model.max_params", cfg.setdefault("max_params", MAX_PARAMS))
+    for budget in ("max_macs", "max_peak_bytes", "max_flash_bytes"):  # a device's, when given
+        if cfg.get(budget) is not None:
+            whole(f"model.{budget}", cfg[budget])
 
     blocks, copies = [], []
     for name, block in cfg["blocks"].items():
@@ -360,8 +364,15 @@ def build_model(model_cfg) -> TinyCNN:
     p = plan(model_cfg)
     if p.total > p.cfg["max_params"]:
         raise ConfigError(f"model.max_params = {p.cfg['max_params']:,}: this network has "
-                          f"{p.total:,} parameters, refused before allocating them (raise "
-                          "model.max_params if you mean it)")
+                          f"{p.total:,} parameters, refused before allocating them "
+                          f"(+model.max_params={p.total} if you mean it)")
+    costs = p.costs().totals()
+    for cost in ("macs", "peak_bytes", "flash_bytes"):
+        limit = p.cfg.get(f"max_{cost}")
+        if limit is not None and costs[cost] > limit:
+            raise ConfigError(f"model.max_{cost} = {limit:,}: this network needs "
+                              f"{costs[cost]:,} {cost.replace('_', ' ')}, over the budget; "
+                              "refused before it was built")
     return TinyCNN(p)
 
 

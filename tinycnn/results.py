@@ -46,6 +46,8 @@ class Sources:
         self.skipped: list[tuple[Path, str]] = []   # (folder, why)
         self.described: list[str] = []              # one line per source, for the user
         self.budgets: list[int] = []                # the studies' budgets (max_params), if recorded
+        self.limits: dict = {}                      # every budget the studies had: {cost: [limits]}
+        self.costs: list[str] = []                  # the costs a study minimised (objectives)
 
 
 def _job_dirs(folder: Path, depth: int = 0) -> list[Path]:
@@ -201,7 +203,34 @@ def _read_trials(name: str | None, storage, storage_url: str, into: Sources) -> 
         budget = study.user_attrs.get("max_params")
         if isinstance(budget, int) and budget not in into.budgets:
             into.budgets.append(budget)
+        _note_study(into, study.user_attrs.get("budgets"), study.user_attrs.get("objectives"))
         into.described.append(f"study {study_name!r} in {storage_url}: {len(trials)} trial(s)")
+
+
+def _note_study(into: Sources, budgets, objectives) -> None:
+    """What a study was searched under: its budgets and the costs it minimised."""
+    for cost, limit in (budgets or {}).items() if isinstance(budgets, dict) else ():
+        if isinstance(limit, int) and limit not in into.limits.setdefault(cost, []):
+            into.limits[cost].append(limit)
+    for o in objectives if isinstance(objectives, list) else ():
+        if o != "val_acc" and o not in into.costs:
+            into.costs.append(o)
+
+
+def _note_sweep(folder: Path, into: Sources) -> None:
+    """A sweep folder's budgets and objectives, from the multirun.yaml Hydra wrote there."""
+    try:
+        cfg = OmegaConf.load(Path(folder) / "multirun.yaml")
+        sweeper = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.sweeper"), resolve=False)
+    except Exception:  # no multirun.yaml, or not one of the tinycnn sweeper's
+        return
+    if not isinstance(sweeper, dict) or "max_params" not in sweeper:
+        return
+    budgets = {k[4:]: v for k, v in sweeper.items() if k.startswith("max_")
+               and k != "max_failure_rate" and k != "max_retry" and isinstance(v, int)}
+    if isinstance(budgets.get("params"), int) and budgets["params"] not in into.budgets:
+        into.budgets.append(budgets["params"])
+    _note_study(into, budgets, sweeper.get("objectives"))
 
 
 def sweep_study(sweep: Path) -> tuple[str, str] | None:
@@ -225,6 +254,7 @@ def collect(sources: list[str], storage: str = DEFAULT_STORAGE,
         sweep = latest_sweep(outputs)
         into.described.append(f"(no source given: reading the latest sweep, {sweep})")
         read_folder(sweep, into)
+        _note_sweep(sweep, into)
         study = sweep_study(sweep)
         if study is not None:
             into.described.append(
@@ -235,6 +265,7 @@ def collect(sources: list[str], storage: str = DEFAULT_STORAGE,
         path = Path(text)
         if path.is_dir():
             read_folder(path, into)
+            _note_sweep(path, into)
         elif path.is_file() and path.name == "metrics.json":
             read_folder(path.parent, into)
         elif path.is_file() and path.suffix in (".db", ".sqlite", ".sqlite3"):

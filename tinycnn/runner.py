@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from tinycnn.data import check_data_cfg, train_size, worker_data
 from tinycnn.model import build_model, format_param_table
@@ -144,6 +145,10 @@ def _validation(cfg, data, record, reporter):
     the Optuna trial (which may raise TrialPruned)."""
     total_steps = math.ceil(len(data.train_x) / cfg.train.batch_size) * cfg.train.epochs
     timing = record["timing"]
+    # pruner.fidelity=epochs: the trial reports once an epoch (step = the epoch), so Hyperband or
+    # successive halving over epochs stop most trials after one or two
+    by_epoch = reporter is not None and \
+        (OmegaConf.select(cfg, "optuna.pruner.fidelity") or "checks") == "epochs"
 
     def on_eval(step, epoch, net):
         val_acc = evaluate(net, data, data.val_x, data.val_y, cfg.train.eval_batch_size)
@@ -151,9 +156,13 @@ def _validation(cfg, data, record, reporter):
         if reporter is not None:
             # Optuna's step is the check's number (1, 2, ...), not the batch: trials with
             # different batch sizes are then compared at the same point of their training.
+            whole_epoch = abs(epoch - round(epoch)) < 1e-9
+            if by_epoch and not whole_epoch:
+                return val_acc
             t = time.perf_counter()
             try:
-                reporter(len(record["history"]), val_acc, final=step == total_steps)
+                reporter(round(epoch) if by_epoch else len(record["history"]), val_acc,
+                         final=step == total_steps)
             finally:
                 timing["report"] += time.perf_counter() - t
         return val_acc

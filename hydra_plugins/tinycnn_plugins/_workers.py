@@ -5,115 +5,33 @@ independent worker (README, "Several processes, several machines"): it asks the 
 trial, trains it in its own process, tells the study, and asks again the moment it is done. The
 study in its storage is the only coordinator; nothing here hands out trials, so there is no
 batch barrier and the same command on several machines against PostgreSQL still just adds
-workers. This process only starts the workers, gives each its share of the cores, and stops them
-all at Ctrl-C or when one fails.
+workers. This process only starts the workers (tinycnn.pool), gives each its share of the cores,
+stops them all at Ctrl-C or when one fails, and replaces one that dies: its trial is failed and
+its configuration enqueued again, the other workers' trials untouched.
 """
 
-import contextlib
 import copy
 import datetime
 import logging
 import os
-import signal
 import socket
-import subprocess
 import sys
-import threading
-import time
 from typing import List
 
+from tinycnn.pool import Child, Pool, exit_note
+from tinycnn.stops import stop_signals
 from tinycnn.threads import AUTO, cores
 
 log = logging.getLogger(__name__)
 
 WORKER_ENV = "TINYCNN_WORKER"   # "k/N" in a worker started here
-STOP_GRACE_S = 120              # a stopped worker marks its trials failed, then exits
-WORKER_ATTR = "worker"          # a trial's user attr: "host:pid" of the process that asked it
+# Dead workers (kill -9, the OOM killer, a segfault) replaced by new ones in one sweep; after
+# that the sweep goes on with the workers it has left.
+RESTARTS = 3
 
 
 class WorkerFailed(Exception):
     pass
-
-
-# Set by the first SIGINT/SIGTERM. Python may swallow the KeyboardInterrupt a signal raises (when
-# it lands in a finalizer: "Exception ignored in ..."), so the sweep loop also checks this flag
-# before it asks for another trial; and a second signal is ignored, so it cannot cut short the
-# clean-up the first one started (telling the study the running trial failed).
-_stopping = False
-_held = 0                    # depth of deferred_signals blocks
-_pending: str | None = None  # the signal that arrived inside one, raised at its end
-
-
-def stop_requested() -> bool:
-    return _stopping
-
-
-def _on_signal(signum, frame):
-    global _stopping, _pending
-    if _stopping:
-        return
-    _stopping = True
-    if _held:
-        _pending = signal.Signals(signum).name
-        return
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-@contextlib.contextmanager
-def deferred_signals():
-    """Hold a stop back while a trial is created and noted as this worker's: a stop arriving in
-    between would leave a RUNNING trial that no one closes. A held stop is raised when the block
-    ends. (Held here, where Python runs the handler, not with a signal mask: with the mask the
-    kernel hands the signal to another thread, the heartbeat's, and Python still runs the
-    handler in this one, inside the block.)"""
-    global _held, _pending
-    _held += 1
-    try:
-        yield
-    finally:
-        _held -= 1
-    if not _held and _pending:
-        name, _pending = _pending, None
-        raise KeyboardInterrupt(name)
-
-
-@contextlib.contextmanager
-def stop_signals():
-    """For the block, SIGINT and SIGTERM stop this process as above (a sweep that trains its own
-    trials: its running trial is marked failed, not left RUNNING, whichever signal ends it); the
-    previous handlers, the unraisable hook and a clear flag are restored after. Outside the main
-    thread: nothing."""
-    global _stopping, _pending
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    hook = sys.unraisablehook
-
-    def quiet_swallowed_stop(u):  # the flag has it; no "Exception ignored" traceback
-        if not (_stopping and isinstance(u.exc_value, KeyboardInterrupt)):
-            hook(u)
-    sys.unraisablehook = quiet_swallowed_stop
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        sys.unraisablehook = hook
-        _stopping, _pending = False, None
-
-
-def n_workers(value) -> int:
-    """hydra.sweeper.n_workers: a whole number >= 1, or auto (one worker per core)."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return cores()
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        from ._sweep import SweepError
-        raise SweepError(f"hydra.sweeper.n_workers = {value!r}: expected a whole number >= 1 "
-                         f"(workers on this machine) or auto (one per core: {cores()} here)")
-    return value
 
 
 def worker_id(pid: int | None = None) -> str:
@@ -123,7 +41,7 @@ def worker_id(pid: int | None = None) -> str:
 
 
 def worker_tag() -> str:
-    """'[worker k/N] ' inside a worker started by run_workers, else ''."""
+    """'[worker k/N] ' inside a worker started by run_pool, else ''."""
     tag = os.environ.get(WORKER_ENV)
     return f"[worker {tag}] " if tag else ""
 
@@ -137,42 +55,31 @@ def worker_command(argv: List[str], sweep_dir: str) -> List[str]:
             f"hydra.sweep.dir={sweep_dir}"]
 
 
-def _in_worker() -> None:
-    """Runs in each worker before it starts. SIGINT is what stops a worker, so it must not
-    inherit an ignored SIGINT (a shell does that to background jobs). On Linux a worker also
-    gets SIGINT when this process dies, even by kill -9, so no orphan goes on training;
-    elsewhere an orphan finishes the study like any independent worker."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    try:
-        import ctypes
-        ctypes.CDLL(None).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
 def run_pool(sweep, study) -> list:
     """The sweep's hook for n_workers > 1: start the workers on `study`, wait for them, fail the
     trials that a dead worker left RUNNING, and write the study's summary (the workers leave it
     to this process)."""
     from omegaconf import OmegaConf
 
-    from ._sweep import SweepError, _state
+    from ._errors import SweepError
+    from ._trials import state
     start = datetime.datetime.now()
-    procs: List[subprocess.Popen] = []
+    n = sweep.s.n_workers
+    threads_set = OmegaConf.select(sweep.config, "threads") not in (None, AUTO)
+    pool = Pool(threads=None if threads_set else max(1, cores() // n))
     try:
-        run_workers(sweep.n_workers, str(sweep.sweep_dir), procs,
-                    threads_set=OmegaConf.select(sweep.config, "threads") not in (None, AUTO))
+        run_workers(sweep, study, pool, threads_set)
         stopped = None
     except (WorkerFailed, KeyboardInterrupt) as exc:
         stopped = exc
-    close_orphans(sweep, study, procs)
+    close_orphans(sweep, study, pool.children, say=True)
     for t in study.get_trials(deepcopy=False):  # "this run" in the summary: the workers' trials
         if t.datetime_start and t.datetime_start >= start and t.state.is_finished():
-            sweep.counts[_state(t)] += 1
+            sweep.counts[state(t)] += 1
             sweep.counts["duplicate"] += "duplicate_of" in t.user_attrs
-    sweep._summary(study)
+    sweep.summary(study)
     if isinstance(stopped, KeyboardInterrupt):
-        raise SweepError(f"sweep interrupted ({stopped}): the {sweep.n_workers} workers stopped "
+        raise SweepError(f"sweep interrupted ({stopped}): the {n} workers stopped "
                          "and their running trials are marked failed; the same command continues "
                          "the study") from None
     if stopped is not None:
@@ -180,101 +87,89 @@ def run_pool(sweep, study) -> list:
     return []
 
 
-def close_orphans(sweep, study, procs: List[subprocess.Popen]) -> None:
-    """Once every worker has ended: a trial still RUNNING under one of their `worker` ids was
-    left by a worker that died (kill -9, the kernel's OOM killer, a crash) or was killed after
-    STOP_GRACE_S. No process will close it, so it is marked failed here, at once, rather than
-    after a heartbeat's grace period (or, in a journal storage, never). Then, as when a
-    heartbeat finds it stale: the storage's retry callback enqueues its configuration again
-    (heartbeats on), or else a baseline is enqueued again, as after a Ctrl-C."""
-    import optuna
+def run_workers(sweep, study, pool: Pool, threads_set: bool) -> None:
+    """Start n_workers workers in `pool` and wait for them all to end. Ctrl-C (or SIGTERM) here
+    stops them all: each gets one SIGINT and marks its running trials failed. A worker that
+    fails stops the others (raises WorkerFailed naming it); one that dies is replaced."""
+    n = sweep.s.n_workers
+    cmd = worker_command(sys.argv, str(sweep.sweep_dir))
+    log.info("%d workers on this study, %s each (%d cores here)", n,
+             "threads as set" if threads_set else f"{max(1, cores() // n)} thread(s)", cores())
+    restarts = 0
+    # SIGTERM (and SIGINT, even where a shell ignores it for background jobs) stop the workers.
+    with stop_signals():
+        try:
+            for k in range(n):
+                pool.start(cmd, f"worker {k + 1}/{n}", env={WORKER_ENV: f"{k + 1}/{n}"})
+            while pool.running():
+                for c in pool.wait():
+                    if c.code > 0:
+                        raise WorkerFailed(f"{c.name} {exit_note(c.code)} (its messages are "
+                                           "above); the other workers were stopped too")
+                    if c.code < 0:  # died: nothing it held was closed
+                        restarts += _replace(sweep, study, pool, c, cmd, restarts)
+        except BaseException:
+            pool.stop()
+            raise
+
+
+def _replace(sweep, study, pool: Pool, dead: Child, cmd: List[str], restarts: int) -> int:
+    """A worker died: fail its trials now (their configurations enqueued again), start a new
+    worker in its place unless RESTARTS were used up or the study needs no more, and say so in
+    one line. Returns the restarts used (0 or 1)."""
+    from ._trials import study_full
+    closed = close_orphans(sweep, study, [dead])
+    numbers = ", ".join(str(n) for n, _ in closed)
+    what = (f"{'trials' if len(closed) > 1 else 'trial'} {numbers} marked failed: its worker "
+            f"(pid {dead.pid}) {exit_note(dead.code)} while the trial ran" if closed else
+            f"{dead.name} (pid {dead.pid}) {exit_note(dead.code)} between trials")
+    if any(retried for _, retried in closed):
+        what += "; its configuration is enqueued again"
+    if study_full(study, sweep.s.n_trials):
+        log.warning("%s", what)
+        return 0
+    if restarts >= RESTARTS:
+        log.warning("%s; not replaced (%d dead workers replaced already): the sweep goes on "
+                    "with %d worker(s)", what, RESTARTS, len(pool.running()))
+        return 0
+    pool.start(cmd, dead.name, env={WORKER_ENV: dead.name.split()[-1]})
+    log.warning("%s; a new worker takes its place (%d of %d replacements)", what,
+                restarts + 1, RESTARTS)
+    return 1
+
+
+def close_orphans(sweep, study, ended: List[Child], say: bool = False) -> List[tuple]:
+    """Trials still RUNNING under the `worker` id of an ended worker were left by one that died
+    (kill -9, the kernel's OOM killer, a crash) or was killed after the pool's stop grace. No
+    process will close them, so they are marked failed here, at once, rather than after a
+    heartbeat's grace period (or, in a journal storage, never). Each one's configuration is
+    enqueued again as Optuna's RetryHeartbeatStaleTrialCallback does for a stale trial (up to
+    max_retry times), else a baseline is enqueued again, as after a Ctrl-C. Returns (number,
+    enqueued again) for each; say: a line for each too."""
     from optuna.trial import TrialState
 
-    from tinycnn.study import supports_heartbeat
-    ended = {worker_id(p.pid): p for p in procs if p.returncode is not None}
+    from tinycnn.heartbeat import retry_callback
+
+    from ._trials import WORKER_ATTR, fail_orphan
+    by_id = {worker_id(c.pid): c for c in ended if c.popen.poll() is not None}
     orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-               if t.user_attrs.get(WORKER_ATTR) in ended]
-    if not orphans:
-        return
-    storage = sweep.storage
-    retry = storage.get_heartbeat_stale_trial_callback() if supports_heartbeat(storage) else None
-    study_id = storage.get_study_id_from_name(study.study_name)
+               if t.user_attrs.get(WORKER_ATTR) in by_id]
+    retry = retry_callback(sweep.s.max_retry)
+    closed = []
     for t in orphans:
-        p = ended[t.user_attrs[WORKER_ATTR]]
-        reason = f"its worker (pid {p.pid}) {exit_note(p.returncode)} while the trial ran"
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        sweep._fail(study, optuna.Trial(study, trial_id), reason, count=False)
-        if retry is not None:
-            failed = copy.deepcopy(storage.get_trial(trial_id))  # the retry starts afresh
+        c = by_id[t.user_attrs[WORKER_ATTR]]
+        reason = f"its worker (pid {c.pid}) {exit_note(c.popen.returncode)} while the trial ran"
+        failed = fail_orphan(study, sweep.storage, t.number, reason)
+        retried = sweep.s.max_retry > len(t.system_attrs.get("retry_history", []))
+        if retried:
+            failed = copy.deepcopy(failed)  # the retry starts afresh
             for key in ("state", "reason", WORKER_ATTR):
                 failed.user_attrs.pop(key, None)
             retry(study, failed)
         elif t.user_attrs.get("baseline"):  # the comparison every sweep reports is still made
             study.enqueue_trial(dict(t.params), user_attrs={"baseline": True})
-        log.warning("trial %d marked failed: %s%s", t.number, reason,
-                    "; its configuration is enqueued again" if retry else "")
-
-
-def exit_note(code: int) -> str:
-    """How a worker ended: 'stopped with exit code 1', 'was killed by SIGKILL'."""
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            pass
-    return f"stopped with exit code {code}"
-
-
-def run_workers(n: int, sweep_dir: str, procs: List[subprocess.Popen],
-                threads_set: bool) -> None:
-    """Start n workers (appended to procs) and wait for them all to end. Ctrl-C (or SIGTERM)
-    here stops them all: each gets one SIGINT and marks its running trials failed. A worker
-    that fails stops the others; raises WorkerFailed naming it."""
-    threads = max(1, cores() // n)
-    env = dict(os.environ)
-    if not threads_set:  # torch takes its thread count from these (threads=N still wins)
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = worker_command(sys.argv, sweep_dir)
-    log.info("%d workers on this study, %s each (%d cores here)", n,
-             "threads as set" if threads_set else f"{threads} thread(s)", cores())
-    # SIGTERM (and SIGINT, even where a shell ignores it for background jobs) stop the workers.
-    with stop_signals():
-        try:
-            for k in range(n):
-                # Own session: a Ctrl-C at the terminal reaches this process only, which passes
-                # exactly one SIGINT on (a second one could cut a worker's clean-up short).
-                procs.append(subprocess.Popen(cmd, env={**env, WORKER_ENV: f"{k + 1}/{n}"},
-                                              start_new_session=True, preexec_fn=_in_worker))
-            _wait(procs)
-        except BaseException:
-            _stop(procs)
-            raise
-
-
-def _wait(procs: List[subprocess.Popen]) -> None:
-    while True:
-        if _stopping:
-            raise KeyboardInterrupt("stop requested")
-        codes = [p.poll() for p in procs]
-        bad = [(k, c) for k, c in enumerate(codes) if c not in (None, 0)]
-        if bad:
-            k, code = bad[0]
-            raise WorkerFailed(f"worker {k + 1}/{len(procs)} {exit_note(code)} (its messages "
-                               "are above); the other workers were stopped too")
-        if all(c == 0 for c in codes):
-            return
-        time.sleep(0.2)
-
-
-def _stop(procs: List[subprocess.Popen]) -> None:
-    running = [p for p in procs if p.poll() is None]
-    for p in running:
-        p.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for p in running:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("worker pid %d did not stop within %d s: killed", p.pid, STOP_GRACE_S)
-            p.kill()
-            p.wait()
+        if say:
+            log.warning("trial %d marked failed: %s%s", t.number, reason,
+                        "; its configuration is enqueued again" if retried else "")
+        closed.append((t.number, retried))
+    return closed
