@@ -147,19 +147,24 @@ class OptunaSweep:
         judge = Judge(self)
         results = []
         while True:
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-            fail_stale_trials(study, self.storage)  # a killed worker's trials, retried
-            if self.heartbeat:
-                self.heartbeat.clear()  # the last batch is told
-            batch = self._next_batch(study, judge)
+            # A stop lands in the training only: during the bookkeeping around it (asking,
+            # recording, telling: storage calls a KeyboardInterrupt could cut in two) it is
+            # held, and raised at the end of the block with this worker's trials noted.
+            with held():
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+                fail_stale_trials(study, self.storage)  # a killed worker's trials, retried
+                if self.heartbeat:
+                    self.heartbeat.clear()  # the last batch is told
+                batch = self._next_batch(study, judge)
             if not batch:
                 break
             returns = self._launch(study, batch)
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-            for c, ret in zip(batch, returns):
-                judge.finish(study, c, ret)
-            results.append(returns)
-            self._check_failure_rate(study)
+            with held():
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+                for c, ret in zip(batch, returns):
+                    judge.finish(study, c, ret)
+                results.append(returns)
+                self._check_failure_rate(study)
         return results
 
     def _launch(self, study: optuna.Study, batch: List[Candidate]) -> list:
@@ -192,12 +197,11 @@ class OptunaSweep:
             seen = study.get_trials(deepcopy=False)
             if trials.study_full(study, self.s.n_trials, seen):
                 break
-            with held():  # a Ctrl-C now must find the new trial in self.asked
-                trial = study.ask(dists)
-                self.asked.append(trial)
-                trials.record(trial, {trials.WORKER_ATTR: worker_id()})  # whose, should it die
-                if self.heartbeat:
-                    self.heartbeat.add(trial.number)
+            trial = study.ask(dists)  # (held: see _loop)
+            self.asked.append(trial)  # a stop must find the new trial here
+            trials.record(trial, {trials.WORKER_ATTR: worker_id()})  # whose, should it die
+            if self.heartbeat:
+                self.heartbeat.add(trial.number)
             # A new trial's number counts the trials before it (Optuna numbers them atomically
             # and hands out enqueued ones first). Enqueued ones were asked for: always run.
             enqueued = trial.number < len(seen)
