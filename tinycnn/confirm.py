@@ -183,7 +183,7 @@ def deploy_all(rows: list[Row], data_root=None) -> int:
     for row in rows:
         for run in row.seed_runs:
             if "int8" not in run.deploy and run.dir is not None:
-                deploy(run.dir, int8=True, data_root=data_root)
+                run.deploy = deploy(run.dir, int8=True, data_root=data_root)  # the row sees it
                 done += 1
     return done
 

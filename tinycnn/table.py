@@ -91,12 +91,18 @@ def fit_table(rows: list[Row], settings: list[str], width: int = WIDTH,
     distinct = {k: len({_setting_text(r.settings.get(k)) for r in rows
                         if r.settings.get(k) is not None}) for k in settings}
     drop_order = sorted(settings, key=lambda k: (distinct[k], -settings.index(k)))
-    kept = list(settings)
+    kept, note_width = list(settings), 32
     while True:
-        text = format_table(rows, kept, dirs_under=common, note_width=32)
-        if max(len(line) for line in text.splitlines()) <= width or not kept or not drop:
+        text = format_table(rows, kept, dirs_under=common, note_width=note_width)
+        excess = max(len(line) for line in text.splitlines()) - width
+        if excess <= 0 or not drop:
             break
-        kept.remove(drop_order.pop(0))
+        if kept:
+            kept.remove(drop_order.pop(0))
+        elif note_width > 12:  # no setting left to drop: shorter notes
+            note_width = max(12, note_width - excess)
+        else:
+            break
     if len(kept) < len(settings):
         hidden = [short_name(k) for k in settings if k not in kept]
         notes.append(f"{len(hidden)} setting column(s) not shown to fit {width} columns "
