@@ -171,7 +171,7 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
-@pytest.mark.parametrize("heartbeat", ["null", "60"])
+@pytest.mark.parametrize("heartbeat", ["null", pytest.param("60", marks=pytest.mark.slow)])
 def test_a_worker_killed_hard_is_replaced_and_the_sweep_finishes(tmp_path, heartbeat):
     """kill -9 (or the OOM killer) gives a worker no chance to close its trial: the pool's
     process fails it at once (not after a heartbeat's grace period, 180 s), enqueues its

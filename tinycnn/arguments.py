@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from tinycnn.results import DEFAULT_STORAGE
+from tinycnn.storage import CONNECT_TIMEOUT
 from tinycnn.table import FORMATS
 
 SOURCE_HELP = ("a run folder (outputs/DATE/TIME), a sweep folder (outputs/multirun/DATE/TIME), an "
@@ -15,9 +16,9 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL",
                    help=f"Optuna storage that study names are looked up in (default: "
                         f"{DEFAULT_STORAGE}; a path ending in .log is a journal file)")
-    p.add_argument("--connect-timeout", type=float, default=10, metavar="S",
+    p.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT, metavar="S",
                    help="seconds to wait for a database server (PostgreSQL, MySQL) to answer "
-                        "before giving up (default: 10)")
+                        f"before giving up (default: {CONNECT_TIMEOUT:g})")
     p.add_argument("--outputs", type=Path, default=Path("outputs"), metavar="DIR",
                    help="where runs are written, for finding the latest sweep (default: outputs)")
     p.add_argument("--conf-dir", type=Path, default=None, metavar="DIR",
@@ -71,7 +72,7 @@ def _compare(sub) -> None:
                    "studies' max_params, max_macs, max_peak_bytes, max_flash_bytes")
     p.add_argument("--max-params", type=_budgets, default=None, metavar="N[,N...]",
                    help="budget lines in the plot (default: the max_params of the studies read, "
-                   "else 25000)")
+                   "else the sweeper's default)")
 
 
 def _confirm(sub) -> None:

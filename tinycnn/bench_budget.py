@@ -38,7 +38,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m tinycnn.bench_budget", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--proposals", type=int, default=1000)
-    ap.add_argument("--max-params", type=int, default=25_000)
+    from hydra_plugins.tinycnn_plugins.tinycnn_sweeper import TinycnnOptunaConf
+    ap.add_argument("--max-params", type=int, default=TinycnnOptunaConf.max_params)
     args = ap.parse_args(argv)
     from tinycnn.model import count_params  # the lead's config-only count
 

@@ -10,9 +10,10 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from hydra_plugins.tinycnn_plugins.tinycnn_sweeper import TinycnnOptunaConf  # noqa: E402
 from tinycnn.compare import Row  # noqa: E402
 
-DEFAULT_MAX_PARAMS = 25_000
+DEFAULT_MAX_PARAMS = TinycnnOptunaConf.max_params  # the sweeper's budget, written there once
 # What the x axis can show: a row's field, and how the axis and a budget line name it.
 AXES = {"params": ("trainable parameters", "params"), "macs": ("MACs per image", "MACs"),
         "peak_kb": ("peak activation memory, int8, batch 1 (KB)", "KB"),

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from hydra_plugins.tinycnn_plugins.tinycnn_sweeper import TinycnnOptunaConf
 from tinycnn.errors import TinycnnError
 from tinycnn.record import CONFIG, DamagedRun, Run, config_key_of, is_run_dir, \
     job_number, load_config, read_metrics, read_run, settings as _settings, standing
 
-DEFAULT_STORAGE = "sqlite:///outputs/optuna.db"
+DEFAULT_STORAGE = TinycnnOptunaConf.storage  # where a sweep keeps its study unless told
 _OPTUNA_STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed",
                   "RUNNING": "running", "WAITING": "waiting"}
 _MAX_DEPTH = 4  # outputs/multirun/DATE/TIME/<n>: `compare outputs` finds every run
@@ -114,7 +115,7 @@ def latest_sweep(outputs: Path = Path("outputs")) -> Path:
 def open_storage(url: str, connect_timeout: float | None = None):
     """An Optuna storage for url (tinycnn.study's rules), without creating a database or journal
     file that does not exist yet: reading results must never leave an empty study behind."""
-    from tinycnn.study import CONNECT_TIMEOUT, open_storage as open_study_storage, storage_url
+    from tinycnn.storage import CONNECT_TIMEOUT, open_storage as open_study_storage, storage_url
     url = storage_url(url)
     local = url[len("sqlite:///"):] if url.startswith("sqlite:///") else \
         url if "://" not in url else None
@@ -174,7 +175,7 @@ def _run_from_trial(trial, study_name: str) -> Run:
 def _read_study(name: str | None, storage_url: str, into: Sources,
                connect_timeout: float | None = None) -> None:
     """Add every trial of study `name` in storage_url (all studies there when name is None)."""
-    from tinycnn.study import mask, storage_failure
+    from tinycnn.storage import mask, storage_failure
     storage = open_storage(storage_url, connect_timeout)
     try:
         _read_trials(name, storage, mask(storage_url), into)
