@@ -105,6 +105,9 @@ def _confirm(sub) -> None:
                    "seeds, val_acc_mean, val_acc_std, test_acc_mean, test_acc_std, params, dirs")
     p.add_argument("--settings", default=None, metavar="KEYS",
                    help="setting columns, comma-separated, or none (default: those that differ)")
+    p.add_argument("--wide", action="store_true",
+                   help="every setting column and full run folders (the default table fits 120 "
+                   "columns)")
     p.add_argument("--deploy", action="store_true",
                    help="also run `tinycnn deploy --int8` on every confirmed seed run and report "
                    "int8 accuracy as mean ± std over the seeds (needs the deploy extra)")

@@ -10,6 +10,7 @@
 """
 
 import logging
+import textwrap
 import sys
 from pathlib import Path
 
@@ -149,9 +150,17 @@ def cmd_confirm(args) -> int:
     if args.format in ("json", "csv"):
         print(F.format_records(recs, args.format, settings))
     else:
-        print(F.format_table(ranked, settings, markdown=args.format == "markdown"))
+        footnotes = []
+        if args.format == "table" and not args.wide:
+            from tinycnn.table import fit_table
+            text, footnotes = fit_table(ranked, settings, drop=args.settings is None, ranked=True)
+            print(text)
+        else:
+            print(F.format_table(ranked, settings, markdown=args.format == "markdown"))
         print("\nranked by mean validation accuracy over seeds (test: reported, never ranked on); "
               f"written to {display_path(saved)}")
+        for line in footnotes:
+            print(textwrap.fill(line, 120, subsequent_indent="  "))
     return 0
 
 

@@ -75,7 +75,7 @@ WIDTH = 120  # the default table's width: a terminal, a CI log, a pasted issue
 
 
 def fit_table(rows: list[Row], settings: list[str], width: int = WIDTH,
-              drop: bool = True) -> tuple[str, list[str]]:
+              drop: bool = True, ranked: bool = False) -> tuple[str, list[str]]:
     """The table in `width` columns: run folders relative to their common parent, notes cut,
     and as many setting columns as fit (in their order; all of them when not `drop`, as when a
     user named them). Returns the text and footnote lines (the parent, the columns left out)."""
@@ -93,7 +93,7 @@ def fit_table(rows: list[Row], settings: list[str], width: int = WIDTH,
     drop_order = sorted(settings, key=lambda k: (distinct[k], -settings.index(k)))
     kept, note_width = list(settings), 32
     while True:
-        text = format_table(rows, kept, dirs_under=common, note_width=note_width)
+        text = format_table(rows, kept, ranked, dirs_under=common, note_width=note_width)
         excess = max(len(line) for line in text.splitlines()) - width
         if excess <= 0 or not drop:
             break
