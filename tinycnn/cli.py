@@ -95,7 +95,6 @@ def cmd_compare(args) -> int:
     else:
         _note("no rows left to show after --where/--top.")
     if args.format in ("table", "markdown") and rows:
-        import textwrap
         legend = ("val/test %: mean ± std over the seeds of a config (pruned: val at the stop); "
                   "pareto: no other complete config is at least as accurate with no more "
                   "parameters; paper: the paper's network and recipe; baseline: a search's "
