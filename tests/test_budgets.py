@@ -15,7 +15,8 @@ WORDS = {"macs": "MACs", "peak_bytes": "peak activation bytes (int8)",
          "flash_bytes": "flash bytes (int8)"}
 
 
-@pytest.mark.parametrize("cost", ["macs", "peak_bytes", "flash_bytes"])
+@pytest.mark.parametrize("cost", ["macs", pytest.param("peak_bytes", marks=pytest.mark.slow),
+                                  pytest.param("flash_bytes", marks=pytest.mark.slow)])
 def test_each_budget_makes_a_trial_infeasible_and_its_constraint_names_it(tmp_path, cost):
     limit = PAPER[cost] - 1  # the paper's network, one over the budget
     p = run_cmd(sweep_cmd(tmp_path, "sweeps=paper25k", "hydra.sweeper.n_trials=1",

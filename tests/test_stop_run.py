@@ -11,7 +11,8 @@ import pytest
 from conftest import REPO, sub_env
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+                                 signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stopped_plain_run_is_recorded_failed(tmp_path, sig):
     out = tmp_path / "run"
     p = subprocess.Popen([sys.executable, str(REPO / "run.py"), "model=paper", "data.limit=6400",
