@@ -248,16 +248,17 @@ def report(out: dict, run_dir) -> str:
                      f"{r['estimated_on_train_images']:,} training images: val accuracy at batch "
                      f"1 {pct(r['val_acc_batch1_before'])} before, "
                      f"{pct(r['val_acc_batch1_after'])} after")
-    lines.append(f"float: val {pct(f['val_acc'])}, test {pct(f['test_acc'])}, "
-                 f"{f['file_bytes']:,} bytes ({f['stored_bytes']:,} of numbers), "
-                 f"{f['latency_us']['median']:.0f} µs median, {f['latency_us']['p90']:.0f} µs p90 "
-                 f"(batch 1, 1 thread; torch {out['torch_latency_us']['median']:.0f} µs)")
+
+    def model_line(label: str, m: dict) -> str:
+        return (f"{label} val {pct(m['val_acc'])}, test {pct(m['test_acc'])}, "
+                f"{m['file_bytes']:,} bytes ({m['stored_bytes']:,} of numbers), "
+                f"{m['latency_us']['median']:.0f} µs median, {m['latency_us']['p90']:.0f} µs p90")
+
+    lines.append(model_line("float:", f) + f" (batch 1, 1 thread; torch "
+                 f"{out['torch_latency_us']['median']:.0f} µs)")
     if "int8" in out:
-        q = out["int8"]
-        lines.append(f"int8:  val {pct(q['val_acc'])}, test {pct(q['test_acc'])}, "
-                     f"{q['file_bytes']:,} bytes ({q['stored_bytes']:,} of numbers), "
-                     f"{q['latency_us']['median']:.0f} µs median, {q['latency_us']['p90']:.0f} µs "
-                     f"p90; calibrated on {q['calibration_train_images']:,} training images")
+        lines.append(model_line("int8: ", out["int8"]) + f"; calibrated on "
+                     f"{out['int8']['calibration_train_images']:,} training images")
     lines += [f"note: {n}" for n in out["notes"]]
     lines.append(f"written: {run_dir}/deploy.json")
     return "\n".join(lines)
