@@ -27,8 +27,10 @@ MODEL_FIELDS = {"in_channels", "image_size", "num_classes", "activation", "negat
                 "max_peak_bytes", "max_flash_bytes"}
 # A block lists its convs (layers), or describes a uniform stage: `convs` convs of `width`
 # channels with one `kernel` and `groups` (its first conv, which changes the width, is dense
-# and takes the stage's `stride`).
-_CONV = {"type", "layers", "width", "convs", "kernel", "groups", "stride", "pool", "repeat"}
+# and takes the stage's `stride`), or, with `separable: true`, `convs` depthwise-separable convs
+# (a depthwise kxk conv, the first taking the stride, then a 1x1 conv to `width`).
+_CONV = {"type", "layers", "width", "convs", "kernel", "groups", "stride", "pool", "repeat",
+         "separable"}
 BLOCK_FIELDS = {"conv": _CONV, "residual": _CONV | {"scale", "out_act", "projection"}}
 LAYER_FIELDS = {"out", "kernel", "groups", "stride"}
 CLASSIFIER_FIELDS = {"type", "hidden", "norm"}
@@ -39,7 +41,8 @@ HEAD_NORMS = ("sample", "batch", "none")
 # times the paper's budget (and depth costs activation memory far beyond the weights), so only
 # a typo such as out=1000000 or repeat=10000 gets there.
 MAX_PARAMS = 1_000_000
-_LIST_COPIES = 1000  # identical repeats beyond this are one row of the parameter table
+_LIST_COPIES = 1000
+DEPTHWISE = "depthwise"  # a separable stage's depthwise convs: groups = their input width  # identical repeats beyond this are one row of the parameter table
 
 
 def _divisors(n: int) -> str:
@@ -171,6 +174,16 @@ def _layers(where, block) -> list:
     width = whole(f"{where}.width", block["width"])
     convs = whole(f"{where}.convs", block.get("convs", 1))
     kernel, groups = block.get("kernel", 3), block.get("groups", 1)
+    if flag(f"{where}.separable", block.get("separable", False)):
+        if groups != 1:
+            fail(f"{where}.groups", groups, "a separable stage's depthwise convs group by their "
+                  "input width and its 1x1 convs are dense; expected 1 (or leave it out)")
+        # out null: the depthwise conv keeps its input's width (groups "depthwise": all of it)
+        specs = [[{"out": None, "kernel": kernel, "groups": DEPTHWISE},
+                  {"out": width, "kernel": 1, "groups": 1}] for _ in range(convs)]
+        if "stride" in block:
+            specs[0][0]["stride"] = block["stride"]
+        return [spec for pair in specs for spec in pair]
     first = {"out": width, "kernel": kernel, "groups": 1}
     if "stride" in block:
         first["stride"] = block["stride"]
@@ -194,7 +207,8 @@ def _conv_layers(where, block, specs, residual: bool, c_in: int, size: int) -> L
         if kernel % 2 == 0:
             fail(f"{lw}.kernel", kernel, "expected an odd kernel (1, 3, 5, 7, ...) so 'same' "
                   "padding keeps the image size")
-        groups = whole(f"{lw}.groups", layer.get("groups", 1))
+        groups = layer.get("groups", 1)
+        groups = c if groups == DEPTHWISE else whole(f"{lw}.groups", groups)
         if c % groups or out % groups:
             fits = f"divisors of {c}: {_divisors(c)}" + \
                 (f"; of {out}: {_divisors(out)}" if out != c else "")
