@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Training and sweeps are `python run.py ...` (see README).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    for add in (_compare, _confirm, _export, _reproduce, _deploy, _evaluate):
+    for add in (_compare, _confirm, _export, _reproduce, _deploy, _evaluate, _repair):
         add(sub)
     return parser
 
@@ -182,6 +182,16 @@ def _evaluate(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--conf-dir", type=Path, default=None, metavar="DIR",
                    help="the config tree, for defaults when no config.yaml sits beside the weights")
+
+
+def _repair(sub) -> None:
+    p = sub.add_parser("repair", help="rewrite a journal storage with its complete records only",
+                       description="A journal file (hydra.sweeper.storage=PATH.log) whose last "
+                       "line was cut by a writer that stopped mid-line is refused by every "
+                       "sweep and compare, and never appended to. This rewrites it with every "
+                       "complete record (a whole record appended to a cut line is kept too) "
+                       "and moves the bad lines to PATH.log.bad. Run it with no sweep running.")
+    p.add_argument("journal", metavar="JOURNAL", help="the journal file, e.g. outputs/study.log")
 
 
 def _positive(text: str) -> int:

@@ -8,9 +8,22 @@ from collections.abc import Mapping
 from tinycnn.errors import ConfigError
 
 
+SHOWN = 80  # characters of a value an error line quotes
+
+
+def shown(value, limit: int = SHOWN) -> str:
+    """repr(value), shortened when long: a 2,000-character study name is quoted by its start and
+    its length, so the error line stays one readable line."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value):,} characters" if isinstance(value, str) else f"{len(text):,} characters"
+    return f"{text[:limit - 20]}... ({size})"
+
+
 def fail(where: str, value, why: str):
-    """Raise the one-line error: `where = value: why`."""
-    raise ConfigError(f"{where} = {value!r}: {why}")
+    """Raise the one-line error: `where = value: why` (a long value shortened)."""
+    raise ConfigError(f"{where} = {shown(value)}: {why}")
 
 
 def whole(where: str, value, low: int = 1, hint: str = "") -> int:

@@ -10,12 +10,14 @@
 """
 
 import logging
+import os
 import textwrap
 import sys
 from pathlib import Path
 
 from tinycnn.arguments import build_parser
 from tinycnn.errors import TinycnnError
+from tinycnn.storage import StorageError
 from tinycnn.results import display_path
 
 
@@ -236,8 +238,22 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_repair(args) -> int:
+    from tinycnn.storage import JOURNAL_SUFFIX, repair_journal, storage_url
+    path = storage_url(args.journal)
+    if "://" in path:
+        raise TinycnnError(f"{args.journal}: repair rewrites journal files (a path ending in "
+                           f"{JOURNAL_SUFFIX}); a damaged SQLite file is recovered with sqlite3's "
+                           ".recover (see docs/faults.md)")
+    if not os.path.isfile(path):
+        raise TinycnnError(f"{args.journal}: no such journal file")
+    print(repair_journal(path))
+    return 0
+
+
 COMMANDS = {"compare": cmd_compare, "confirm": cmd_confirm, "export": cmd_export,
-            "reproduce": cmd_reproduce, "evaluate": cmd_evaluate, "deploy": cmd_deploy}
+            "reproduce": cmd_reproduce, "evaluate": cmd_evaluate, "deploy": cmd_deploy,
+            "repair": cmd_repair}
 
 
 def main(argv=None) -> int:
@@ -246,7 +262,7 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args)
     except (TinycnnError, OSError) as exc:  # OSError: a folder or file we may not read/write
         print(f"tinycnn {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, StorageError) else 2
     except KeyboardInterrupt:
         print("tinycnn: interrupted", file=sys.stderr)
         return 130

@@ -2,6 +2,7 @@
 half-written file (each goes to a temporary file first, then os.replace puts it in place)."""
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -167,7 +168,9 @@ def save_checkpoint(path, model, model_cfg, data_cfg, metrics: dict) -> None:
             "data": {k: float(v) if isinstance(v, (int, float)) else [float(x) for x in v]
                      for k, v in (("mean", data_cfg.mean), ("std", data_cfg.std))},
             "metrics": metrics}
-    _atomic(path, lambda f: torch.save(ckpt, f))
+    buf = io.BytesIO()  # serialised first: a full disk is then a plain OSError of the write
+    torch.save(ckpt, buf)
+    _atomic(path, lambda f: f.write(buf.getbuffer()))
 
 
 def load_checkpoint(path) -> dict:

@@ -12,13 +12,14 @@ from omegaconf import OmegaConf
 from tinycnn.data import check_data_cfg, train_size, worker_data
 from tinycnn.model import build_model, format_param_table
 from tinycnn.provenance import code_version, machine, versions
-from tinycnn.record import WEIGHTS, config_key, save_checkpoint, write_config, write_metrics
+from tinycnn.record import (METRICS, WEIGHTS, config_key, save_checkpoint, write_config,
+                            write_metrics)
 from tinycnn.schema import complete
 from tinycnn.train import check_train_cfg, evaluate, train
 from tinycnn import threads
 from tinycnn.augment import check_augment
 from tinycnn.checks import fail, whole
-from tinycnn.errors import ConfigError
+from tinycnn.errors import ConfigError, TinycnnError
 
 log = logging.getLogger("tinycnn")
 
@@ -89,6 +90,22 @@ def run(cfg, out_dir, overrides=()) -> dict:
         write_metrics(out_dir, record)
         raise
     return _finish(cfg, out_dir, data, result, record)
+
+
+def _unsaved(out_dir: Path, record: dict, exc: OSError) -> TinycnnError:
+    """A record that could not be written (no half-written file is left: record.py writes each
+    atomically): metrics.json records the run failed if that much fits, and the error says so."""
+    why = exc.strerror or str(exc)
+    record.update(status="failed", error=f"OSError: {why} (saving the run)")
+    record["test_acc"] = None
+    try:
+        write_metrics(out_dir, record)
+        kept = f"{out_dir / METRICS} records the run as failed"
+    except OSError:
+        kept = "no record could be written"
+    return TinycnnError(f"the run trained but its weights and record could not be saved in "
+                        f"{out_dir} ({why}); {kept}. Free some space (or choose another "
+                        "hydra.run.dir) and run it again")
 
 
 def _set_up(cfg):
@@ -187,9 +204,12 @@ def _finish(cfg, out_dir: Path, data, result: dict, record: dict) -> dict:
     t = time.perf_counter()
     record.update(status="complete", train_acc=result["train_acc"], val_acc=val_acc,
                   test_acc=test_acc, train_loss=result["train_loss"], seconds=result["seconds"])
-    save_checkpoint(out_dir / WEIGHTS, model, cfg.model, cfg.data, record)
-    timing["save"] = time.perf_counter() - t  # the checkpoint; metrics.json is written next
-    write_metrics(out_dir, record)
+    try:
+        save_checkpoint(out_dir / WEIGHTS, model, cfg.model, cfg.data, record)
+        timing["save"] = time.perf_counter() - t  # the checkpoint; metrics.json is written next
+        write_metrics(out_dir, record)
+    except OSError as exc:  # a full disk, a quota, a folder gone: every write is atomic
+        raise _unsaved(out_dir, record, exc) from None
     fmt = lambda a: "n/a" if a is None else f"{100 * a:.2f}%"  # noqa: E731
     log.info(f"train {fmt(record['train_acc'])}  val {fmt(val_acc)}  test {fmt(test_acc)}  "
              f"({record['seconds']:.1f} s training, {model.num_params:,} params)  -> {out_dir}")

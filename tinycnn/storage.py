@@ -8,7 +8,9 @@ SECRET_ENV (job_storage), so the password is in no file a sweep writes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import logging
 import os
 import re
@@ -98,6 +100,7 @@ def _open(url: str, connect_timeout: float,
           heartbeat: tuple | None) -> optuna.storages.BaseStorage:
     if "://" not in url:  # a journal file: append-only log with a file lock, no database needed
         os.makedirs(os.path.dirname(url), exist_ok=True)
+        check_journal(url)  # a cut last line: refused, never appended to
         from optuna.storages.journal import JournalFileBackend, JournalStorage
         return JournalStorage(JournalFileBackend(url))
     from tinycnn.heartbeat import heartbeat_kwargs
@@ -117,6 +120,10 @@ def _open(url: str, connect_timeout: float,
     with file_lock(path + ".init-lock"):
         storage = _rdb(url, engine_kwargs={"connect_args": {"timeout": 60}}, **kwargs)
         _sqlite_wal(storage.engine)
+        with storage.engine.connect() as conn:  # a damaged page is found now, not mid-sweep
+            problems = [row[0] for row in conn.exec_driver_sql("PRAGMA quick_check(3)")]
+    if problems != ["ok"]:
+        raise DamagedError(damaged(path, " ".join("; ".join(problems).split())[:200]))
     return storage
 
 
@@ -165,6 +172,7 @@ def open_storage(url: str, connect_timeout: float = CONNECT_TIMEOUT,
     that cannot be opened raises StorageError: one line naming it, the password masked.
     heartbeat=(interval s, grace period s, max_retry): see HEARTBEAT in the README."""
     url = storage_url(url)
+    _check_escaped(url)
     try:
         return _open(url, float(connect_timeout), heartbeat)
     except ImportError as exc:  # the URL's database driver is not installed
@@ -173,24 +181,173 @@ def open_storage(url: str, connect_timeout: float = CONNECT_TIMEOUT,
                            "uses psycopg 3: pip install 'tinycnn[postgres]'; "
                            "postgresql+psycopg2:// needs psycopg2-binary; mysql+pymysql:// "
                            "needs pymysql.") from None
+    except StorageError:
+        raise
     except Exception as exc:
-        raise StorageError(f"cannot open the Optuna storage {mask(url)}: "
-                           f"{redact(_driver_message(exc), url)}") from None
+        why = storage_failure(exc, url) or redact(_driver_message(exc), url)
+        raise StorageError(f"cannot open the Optuna storage {mask(url)}: {why}") from None
+
+
+ESCAPES = "@ as %40, : as %3A, / as %2F, ? as %3F, # as %23, % as %25"
+
+
+def _check_escaped(url: str) -> None:
+    """A password must reach the database as written: one holding a character the URL syntax
+    reserves, unescaped, is cut or misread by the URL parser, whose message would then quote
+    part of it. Refused here, in words that quote none of it."""
+    secret = password(url)
+    if not secret:
+        return
+    from urllib.parse import unquote
+
+    from sqlalchemy.engine import make_url
+    try:
+        parsed = make_url(url).password
+    except Exception:
+        parsed = None
+    if parsed is None or str(parsed) != unquote(secret):
+        raise StorageError(f"cannot open the Optuna storage {mask(url)}: the URL cannot be read "
+                           "as user:password@host (a character in the password, such as @, is "
+                           f"one the URL syntax reserves); escape them in the password: {ESCAPES} "
+                           "(python -c \"import urllib.parse; print(urllib.parse.quote(input(), "
+                           "safe=''))\" prints it escaped)")
 
 
 def storage_failure(exc: BaseException, url: str) -> str | None:
-    """The database's own words when `exc` is the storage failing mid-study (the server went
-    away, the disk is full, a lock timed out), else None. Optuna wraps such errors in a
-    StorageInternalError whose message blames "invalid data in the commit"; the cause is in
-    its chain."""
+    """The cause, in one line, when `exc` is the storage failing (the server went away, the disk
+    is full, a lock timed out, the file is damaged, a value is too long for its column), else
+    None. Optuna wraps such errors in a StorageInternalError whose message blames "invalid data
+    in the commit"; the cause is in its chain."""
     import optuna
-    if not isinstance(exc, optuna.exceptions.StorageInternalError) and \
-            not type(exc).__module__.startswith("sqlalchemy"):
-        return None
-    cause = exc
-    while cause is not None and not type(cause).__module__.startswith("sqlalchemy"):
+    if isinstance(exc, StorageError):
+        return str(exc)
+    chain, cause = [], exc
+    while cause is not None and len(chain) < 20:
+        chain.append(cause)
         cause = cause.__cause__ or cause.__context__
-    return redact(_driver_message(cause or exc), url)
+    driver = next((c for c in chain if type(c).__module__.startswith("sqlalchemy")), None)
+    if driver is None and not isinstance(exc, optuna.exceptions.StorageInternalError):
+        if "://" not in url and any(isinstance(c, (json.JSONDecodeError, UnicodeDecodeError))
+                                    or str(c) == "Invalid log format." for c in chain):
+            return journal_problem(storage_url(url)) or "the journal cannot be read"
+        return None
+    text = redact(_driver_message(driver or exc), url)
+    if any(m in text for m in SQLITE_DAMAGED) and url.startswith("sqlite:///"):
+        return damaged(storage_url(url)[len("sqlite:///"):], text)
+    too_long = re.search(r"value too long for type character varying\((\d+)\)", text)
+    if too_long:
+        return (f"{text}: a study name, searched key or attribute key is longer than the "
+                f"storage's column for it (at most {too_long[1]} characters)")
+    return text
+
+
+SQLITE_DAMAGED = ("database disk image is malformed", "file is not a database")
+
+
+class DamagedError(StorageError):
+    """A SQLite file that is not a sound database."""
+
+
+def damaged(path: str, why: str) -> str:
+    return (f"the SQLite file {path} is damaged ({why}). Keep a copy of it, then recover what "
+            f"can be read into a new file: sqlite3 {path} .recover | sqlite3 RECOVERED.db, and "
+            "point hydra.sweeper.storage (or --storage) at sqlite:///RECOVERED.db; or start "
+            "afresh in another file")
+
+
+@contextlib.contextmanager
+def storage_calls(url: str, doing: str):
+    """Every call into an Optuna storage runs inside this: a storage failure from any of them
+    (open, create, load, ask, tell, attributes, reads) becomes one StorageError line naming the
+    storage (password masked), what was being done, and the cause."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as exc:
+        why = storage_failure(exc, url)
+        if why is None:
+            raise
+        raise StorageError(f"the Optuna storage {mask(url)} failed {doing}: "
+                           f"{why.rstrip('. ')}") from None
+
+
+# --- journal files ------------------------------------------------------------------------------
+
+REPAIR = "tinycnn repair"
+
+
+def _records(raw: bytes):
+    """(line number, bytes, parsed or None) for every line of a journal file."""
+    lines = raw.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline: a cut last line otherwise
+    for i, line in enumerate(lines + ([tail] if tail else []), start=1):
+        cut = i == len(lines) + 1
+        try:
+            record = None if cut else json.loads(line)
+        except ValueError:
+            record = None
+        yield i, line, record if isinstance(record, dict) else None
+
+
+def journal_problem(path: str) -> str | None:
+    """What is wrong with a journal file, in one line, or None (also for one that is absent)."""
+    try:
+        raw = open(path, "rb").read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"the journal {path} cannot be read ({exc.strerror})"
+    bad = [(i, line) for i, line, record in _records(raw) if record is None]
+    if not bad:
+        return None
+    total = raw.count(b"\n") + (not raw.endswith(b"\n"))
+    i, line = bad[0]
+    what = "is cut off (a writer stopped mid-line)" if i == total and not raw.endswith(b"\n") \
+        else "is not a complete JSON record"
+    more = f" ({len(bad)} such lines in all)" if len(bad) > 1 else ""
+    return (f"the journal {path}: line {i} of {total} {what}{more}; nothing is appended to it "
+            f"until it is repaired: {REPAIR} {path} keeps every complete record (the bad "
+            f"lines go to {path}.bad)")
+
+
+def check_journal(path: str) -> None:
+    problem = journal_problem(path)
+    if problem:
+        raise StorageError(problem)
+
+
+def repair_journal(path: str) -> str:
+    """Rewrite a journal file with its complete records only (a cut line that another record was
+    appended to gives that record back); the bad lines are kept in PATH.bad. Returns what was
+    done, in one line."""
+    from tinycnn.record import write_text_atomic
+    with file_lock(path + ".repair-lock"):
+        raw = open(path, "rb").read()
+        keep, bad, saved = [], [], 0
+        for i, line, record in _records(raw):
+            if record is not None:
+                keep.append(line)
+                continue
+            bad.append(line)
+            # "cut{...}": a writer appended a whole record to a line cut short
+            at = line.find(b'{"op_code"', 1)
+            while at > 0:
+                try:
+                    if isinstance(json.loads(line[at:]), dict):
+                        keep.append(line[at:])
+                        saved += 1
+                        break
+                except ValueError:
+                    pass
+                at = line.find(b'{"op_code"', at + 1)
+        if not bad:
+            return f"the journal {path} has no bad lines: nothing to repair"
+        with open(path + ".bad", "ab") as f:
+            f.write(b"\n".join(bad) + b"\n")
+        write_text_atomic(path, (b"\n".join(keep) + b"\n").decode() if keep else "")
+    return (f"repaired {path}: kept {len(keep):,} complete records ({saved} recovered from "
+            f"after a cut), moved {len(bad)} bad line(s) to {path}.bad")
 
 
 def _driver_message(exc: BaseException) -> str:

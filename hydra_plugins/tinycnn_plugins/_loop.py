@@ -24,11 +24,13 @@ from optuna.trial import TrialState
 from tinycnn.heartbeat import Heartbeat, fail_stale_trials, supports_heartbeat
 from tinycnn.lazy import import_torch
 from tinycnn.stops import held, stop_requested, stop_signals
+from tinycnn.record import write_text_atomic
 from tinycnn.storage import storage_failure
 
 from . import _report as report, _start as start, _trials as trials
 from ._candidate import Candidate, Judge
 from ._errors import SweepError
+from ._identity import check_folder, identity
 from ._settings import budget_text, read_settings
 from ._workers import run_pool, worker_id, worker_tag
 
@@ -69,12 +71,14 @@ class OptunaSweep:
         start.hide_secret(self.config, s)
         self.space = start.read_space(self.config, s, arguments)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from here
-        study, self.storage, created = start.open_study(s, self.space)
+        if not worker_tag():  # a pool's workers share their parent's folder and study
+            check_folder(self.sweep_dir, s)
+        ident = identity(self.config, s, self.space)
+        study, self.storage, created = start.open_study(s, self.space, ident)
         if created:
             start.enqueue_baseline(self.config, self.space, study)
         self._recover()
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        write_text_atomic(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
         have = trials.taken(study)
         if not worker_tag():  # a pool's workers would repeat the line its parent logged
             log.info("study %r (%s) in %s: %d of %d trials there; %d dimensions, budget %s, "

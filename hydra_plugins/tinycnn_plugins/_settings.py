@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from tinycnn.checks import shown
 from tinycnn.errors import ConfigError
 from tinycnn.storage import CONNECT_TIMEOUT
 from tinycnn.threads import cores
@@ -86,6 +87,9 @@ class TinycnnOptunaConf:
     heartbeat_interval: Optional[int] = 60
     grace_period: Optional[int] = 180
     max_retry: int = 3
+    # A study records its space and the settings that decide what a trial means; a sweep that
+    # differs is refused unless this is true (then the study records the change).
+    accept_changes: bool = False
     params: Optional[Dict[str, Any]] = field(default_factory=dict)  # key -> sweep grammar
 
 
@@ -110,6 +114,7 @@ class Settings:
     sampler: Dict[str, Any]
     pruner: Dict[str, Any]      # {name, the settings that pruner takes}
     params: Dict[str, Any]
+    accept_changes: bool = False
 
 
 def defaults() -> Dict[str, Any]:
@@ -142,6 +147,14 @@ def _read(s: Dict[str, Any]) -> Settings:
     if not study_name:
         raise SweepError("hydra.sweeper.study_name is empty: name the study (a sweep continues "
                          "the study of that name in the storage)")
+    if len(study_name) > NAME_LIMIT:
+        raise SweepError(f"hydra.sweeper.study_name = {shown(study_name)}: Optuna's storages "
+                         f"hold at most {NAME_LIMIT} characters in the column studies.study_name; "
+                         "use a shorter name")
+    accept = s.get("accept_changes")
+    if not isinstance(accept, bool):
+        raise SweepError(f"hydra.sweeper.accept_changes = {shown(accept)}: expected true or "
+                         "false")
     objectives = _objectives(s["objectives"])
     timeout = s["connect_timeout"]
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
@@ -170,7 +183,11 @@ def _read(s: Dict[str, Any]) -> Settings:
         max_failure_rate=float(rate), objectives=objectives,
         directions=[OBJECTIVES[o] for o in objectives], connect_timeout=float(timeout),
         heartbeat=heartbeat, max_retry=max_retry, sampler=sampler, pruner=pruner,
-        params=dict(s["params"] or {}))
+        params=dict(s["params"] or {}), accept_changes=accept)
+
+
+# Optuna's RDB schema: study names, parameter names and attribute keys are VARCHAR(512).
+NAME_LIMIT = 512
 
 
 def budget_text(budgets: Dict[str, int]) -> str:

@@ -10,11 +10,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 
 from tinycnn.sampling import make_pruner, make_sampler
-from tinycnn.storage import StorageError, mask, open_storage, redact
+from tinycnn.checks import shown
+from tinycnn.storage import StorageError, mask, open_storage, redact, storage_calls
 
 from ._overrides import apply_overrides
 from ._search_space import SpaceError, parse_space
 from ._errors import SweepError
+from ._identity import IDENTITY, check as check_identity
 from ._settings import OBJECTIVES, Settings
 
 log = logging.getLogger(__name__)
@@ -89,46 +91,50 @@ def read_space(config: DictConfig, s: Settings, arguments: List[str]) -> Space:
     return Space(dims, fixed, parser, base)
 
 
-def open_study(s: Settings, space: Space):
+def open_study(s: Settings, space: Space, ident: dict):
     """The study (created, or joined when it exists), its storage, and whether this process
-    created it."""
+    created it. A study that holds another sweep's trials is refused (_identity.check)."""
     try:
         storage = open_storage(s.storage_url, s.connect_timeout, s.heartbeat)
     except StorageError as exc:
         raise SweepError(f"hydra.sweeper.storage: {exc}") from None
     pruner = make_pruner(s.pruner)
     try:
+        with storage_calls(s.storage_url, f"while study {shown(s.study_name, 60)} was opened"):
+            study, created = _create_or_load(s, storage, pruner)
+            have = [d.name.lower() for d in study.directions]
+            if have != s.directions:
+                names = {v: k for k, v in OBJECTIVES.items()}
+                raise SweepError(
+                    f"study {s.study_name!r} in {s.shown_url} was created for "
+                    f"{[names.get(d, d) for d in have]} ({', '.join(have)}); this sweep asks for "
+                    f"hydra.sweeper.objectives = {s.objectives}. Use another "
+                    "hydra.sweeper.study_name, or the study's objectives.")
+            if created:
+                study.set_user_attr(IDENTITY, ident)
+            else:
+                check_identity(study, s, ident, space)
+            for key, value in (("search_space", ident["space"]),
+                               ("fixed_overrides", space.fixed), ("max_params", s.max_params),
+                               ("budgets", s.budgets), ("objectives", s.objectives)):
+                study.set_user_attr(key, value)
+    except StorageError as exc:
+        raise SweepError(str(exc)) from None
+    return study, storage, created
+
+
+def _create_or_load(s: Settings, storage, pruner):
+    try:
         # Creating is atomic in the storage: exactly one of several workers started at once
         # creates the study. That one seeds its sampler and enqueues the paper's preset.
-        study = optuna.create_study(storage=storage, pruner=pruner, study_name=s.study_name,
-                                    sampler=make_sampler(s.sampler, s.sampler.get("seed")),
-                                    directions=s.directions)
-        created = True
+        return optuna.create_study(storage=storage, pruner=pruner, study_name=s.study_name,
+                                   sampler=make_sampler(s.sampler, s.sampler.get("seed")),
+                                   directions=s.directions), True
     except optuna.exceptions.DuplicatedStudyError:
         # Joining a study (a second worker, or a re-run continuing it): draw from fresh
         # entropy, or two workers with one seed would propose the very same networks.
-        study = optuna.load_study(study_name=s.study_name, storage=storage, pruner=pruner,
-                                  sampler=make_sampler(s.sampler, None))
-        created = False
-    have = [d.name.lower() for d in study.directions]
-    if have != s.directions:
-        names = {v: k for k, v in OBJECTIVES.items()}
-        raise SweepError(
-            f"study {s.study_name!r} in {s.shown_url} was created for "
-            f"{[names.get(d, d) for d in have]} ({', '.join(have)}); this sweep asks for "
-            f"hydra.sweeper.objectives = {s.objectives}. Use another "
-            "hydra.sweeper.study_name, or the study's objectives.")
-    searched = {d.name: d.spec for d in space.dims.values()}
-    old = study.user_attrs.get("search_space")
-    if old is not None and old != searched:
-        log.warning("study %r was searched over another space before; Optuna's sampler now "
-                    "learns from both (use a new hydra.sweeper.study_name to start afresh)",
-                    s.study_name)
-    for key, value in (("search_space", searched), ("fixed_overrides", space.fixed),
-                       ("max_params", s.max_params), ("budgets", s.budgets),
-                       ("objectives", s.objectives)):
-        study.set_user_attr(key, value)
-    return study, storage, created
+        return optuna.load_study(study_name=s.study_name, storage=storage, pruner=pruner,
+                                 sampler=make_sampler(s.sampler, None)), False
 
 
 def enqueue_baseline(config: DictConfig, space: Space, study: optuna.Study) -> None:
