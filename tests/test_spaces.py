@@ -13,7 +13,7 @@ from tinycnn.train import check_train_cfg
 
 SPACES = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
 BASELINES = {"paper25k": 21_614, "wide25k": 21_614, "stack25k": 23_850, "stack5k": 4_390,
-             "refine25k": 20_362, "refine5k": 4_442}
+             "refine25k": 20_362, "refine5k": 4_442, "mcu": 2_498, "mnist1k": 978}
 
 
 def composed(space: str):

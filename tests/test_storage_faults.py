@@ -4,7 +4,6 @@ study, a study name too long for its column, passwords the URL syntax reserves c
 read-only and full disks. Each answered with one line, and nothing lost or half-written."""
 
 import json
-import os
 import resource
 import shutil
 import signal
@@ -20,7 +19,8 @@ from optuna.trial import TrialState
 from conftest import REPO, run_cmd as run, run_py, sweep_cmd
 from hydra_plugins.tinycnn_plugins._errors import SweepError
 from hydra_plugins.tinycnn_plugins._settings import read_settings
-from tinycnn.storage import StorageError, open_storage, repair_journal
+from tinycnn.journal import repair_journal
+from tinycnn.storage import StorageError, open_storage
 
 SPACE = ["hydra/sweeper=tinycnn_optuna", "hydra.sweeper.study_name=t", "threads=1",
          "train.lr=interval(1e-3,1e-2)", "train.batch_size=choice(32,64)"]
@@ -258,3 +258,17 @@ def test_a_full_disk_in_a_sweep_fails_the_trial_not_the_study(tmp_path):
                                  .read_text())
             assert metrics["status"] == "failed" and "No space left" in metrics["error"]
         assert not list(small.rglob("*.tmp")) and not list(small.rglob("model.pt"))
+
+
+def test_a_missing_database_driver_is_one_line(tmp_path):
+    from conftest import sub_env
+    blocker = tmp_path / "no_psycopg" / "psycopg"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError(name='psycopg')\n")
+    env = sub_env()
+    env["PYTHONPATH"] = f"{blocker.parent}:{env['PYTHONPATH']}"
+    p = run([sys.executable, "-m", "tinycnn", "compare", "t", "--storage",
+             "postgresql://me:Zq7Wx9@127.0.0.1:9/db"], env=env)
+    line = one_line(p)
+    assert p.returncode == 1 and "pip install 'tinycnn[postgres]'" in line, line
+    assert "postgresql://me:***@127.0.0.1:9/db" in line and "Zq7Wx9" not in p.output

@@ -239,7 +239,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_repair(args) -> int:
-    from tinycnn.storage import JOURNAL_SUFFIX, repair_journal, storage_url
+    from tinycnn.journal import repair_journal
+    from tinycnn.storage import JOURNAL_SUFFIX, storage_url
     path = storage_url(args.journal)
     if "://" in path:
         raise TinycnnError(f"{args.journal}: repair rewrites journal files (a path ending in "

@@ -10,7 +10,6 @@ through the storage (pruning works whatever launcher runs it).
 
 import logging
 import os
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, List, Optional
