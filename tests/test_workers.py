@@ -86,15 +86,36 @@ def pool_on_two_trials(tmp_path, *args: str) -> subprocess.Popen:
     return p
 
 
+SETTINGS = {"study_name": "t", "storage": "sqlite:///x.db", "n_trials": 5, "n_jobs": 1,
+            "max_params": 25000, "objectives": ["val_acc"], "sampler": {"name": "tpe"},
+            "pruner": {"name": "none"}, "max_failure_rate": 0.5, "params": {}}
+
+
 def test_n_workers_setting_is_checked():
-    s = {"study_name": "t", "storage": "sqlite:///x.db", "n_trials": 5, "n_jobs": 1,
-         "max_params": 25000, "objectives": ["val_acc"], "sampler": {"name": "tpe"},
-         "pruner": {"name": "none"}, "max_failure_rate": 0.5, "params": {}}
+    s = SETTINGS
     assert read_settings({**s, "n_workers": "auto"}).n_workers == cores()
     for bad in (0, "many", 1.5):
         with pytest.raises(SweepError, match=f"n_workers = {bad!r}: expected a whole number >= "
                                              "1 .* or auto"):
             read_settings({**s, "n_workers": bad})
+
+
+def test_more_workers_than_cores_are_capped_to_the_cores(tmp_path, caplog):
+    """n_workers=1000 starts one worker per core, not a thousand processes, and says so once."""
+    line = (f"hydra.sweeper.n_workers = 1000: capped to {cores()}, the cores here (more workers "
+            "than cores only slow each other down)")
+    s = SETTINGS
+    assert read_settings({**s, "n_workers": 1000}).n_workers == cores()
+    assert caplog.messages == [line]
+    assert read_settings({**s, "n_workers": cores()}).n_workers == cores()  # no line
+    assert caplog.messages == [line]
+    p = run_cmd(sweep_cmd(tmp_path, *OPTUNA, *SPACE, "hydra.sweeper.n_trials=2",
+                          "hydra.sweeper.n_workers=1000"), timeout=300)
+    assert p.returncode == 0, p.output
+    assert p.output.count(line) == 1, p.output
+    if cores() > 1:
+        assert f"{cores()} workers on this study" in p.output, p.output
+    assert len({m["worker"]["pid"] for m in records(tmp_path).values()}) <= cores()
 
 
 def test_workers_share_the_study_each_loads_data_once_with_its_share_of_threads(tmp_path):
