@@ -90,6 +90,12 @@ def train_size(d) -> int:
     return min(n, d.limit) if d.get("limit") else n
 
 
+def data_bytes(d) -> int:
+    """Memory the data set takes once loaded, at most: the training images as read and as
+    split, and as many test images again (uint8 pixels, int64 labels)."""
+    return 3 * d.train_size * (d.channels * d.image_size ** 2 + 8)
+
+
 # --- finding the files --------------------------------------------------------------------------
 
 def _places(d) -> list[Path]:
