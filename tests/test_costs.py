@@ -310,3 +310,24 @@ def test_the_kept_input_counts_when_a_body_tensor_has_its_size():
            "blocks": {"r": {"type": "residual", "scale": 1.0, "layers": layers}}}
     assert count_costs(cfg).peak_bytes_by_block["r"] == max(
         100 + 100, 100 + 400 + 100, 400 + 25 + 100, 25 + 100 + 100, 100 * 3) == 600
+
+
+@pytest.mark.parametrize("name", ["paper", "best25k", "stack5k", "mcu", "tiny1k"])
+def test_the_training_memory_estimate_bounds_what_torch_keeps_for_backward(name):
+    """forward_floats (the memory check's per-image figure) against an independent reference:
+    the float tensors autograd really saves in a forward pass of the built network, counted
+    through torch's saved-tensor hooks. The estimate must not be below them (a run it lets
+    through could still run out), nor far above (a run that fits would be refused)."""
+    from tinycnn.model import plan
+    cfg = preset(name)
+    net, batch, saved = build_model(cfg), 4, {}
+
+    def pack(t):
+        if t.is_floating_point():
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    weights = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(torch.randn(batch, 1, 28, 28))
+    kept = sum(n for ptr, n in saved.items() if ptr not in weights) / 4 / batch
+    assert kept <= plan(cfg).forward_floats() <= 2 * kept

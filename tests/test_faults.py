@@ -114,6 +114,52 @@ def test_unreachable_storage_is_one_masked_line_within_the_timeout(tmp_path, fau
         assert took < limit + 15  # the process start (torch, hydra) plus at most the timeout
 
 
+def test_a_download_server_that_never_answers_is_one_line_within_the_time_limit(tmp_path):
+    """No network needed: every URL goes through a proxy (the environment's https_proxy and
+    http_proxy, which urllib honours) that accepts connections and never answers. torchvision
+    tries its MNIST mirrors one after another; all together they get TINYCNN_DOWNLOAD_TIMEOUT
+    (here 4 s), not that much each (it used to be 30 s each, about a minute of silence)."""
+    limit = 4
+    proxy = f"http://127.0.0.1:{SilentServer().port}"
+    env = sub_env(TINYCNN_DOWNLOAD_TIMEOUT=str(limit), http_proxy=proxy, https_proxy=proxy,
+                  HTTP_PROXY=proxy, HTTPS_PROXY=proxy)
+    for key in ("no_proxy", "NO_PROXY"):
+        env.pop(key, None)
+    empty = tmp_path / "data"
+    p = subprocess.Popen([sys.executable, str(REPO / "run.py"), f"data.root={empty}",
+                          "data.val_size=100", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = None
+    for line in p.stdout:  # the line before the download: what, where to, the time limit
+        if "downloading" in line:
+            said = (line.strip(), time.monotonic())
+    err = p.stderr.read()
+    took = time.monotonic() - said[1] if said else None
+    p.wait(timeout=60)
+    assert said and said[0] == (
+        f"mnist: not in {empty}/MNIST/raw or {empty}/MNIST; downloading it with torchvision "
+        f"into {empty}/MNIST (an error after {limit} s without an answer)"), said
+    lines = err.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1, err
+    assert lines[0].startswith(f"tinycnn: mnist is not in {empty}/MNIST/raw or {empty}/MNIST and "
+                               "could not be downloaded (") and "timed out" in lines[0], lines
+    assert took < 2 * limit, took  # from the line to the end, start-up aside
+    assert not (tmp_path / "run").exists()  # rejected before training: no run folder
+
+
+def test_a_bad_download_time_limit_is_one_line(monkeypatch):
+    from tinycnn.data import DOWNLOAD_TIMEOUT, download_timeout
+    monkeypatch.delenv("TINYCNN_DOWNLOAD_TIMEOUT", raising=False)
+    assert download_timeout() == DOWNLOAD_TIMEOUT == 30
+    monkeypatch.setenv("TINYCNN_DOWNLOAD_TIMEOUT", "2.5")
+    assert download_timeout() == 2.5
+    for bad in ("abc", "0", "-1", "inf"):
+        monkeypatch.setenv("TINYCNN_DOWNLOAD_TIMEOUT", bad)
+        with pytest.raises(TinycnnError, match=f"^TINYCNN_DOWNLOAD_TIMEOUT = '{bad}': expected "
+                                               "a number of seconds > 0"):
+            download_timeout()
+
+
 def _wait_for(predicate, timeout=120):
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:

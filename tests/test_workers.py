@@ -72,13 +72,14 @@ def alive(pid: int) -> bool:
     return True
 
 
-def pool_on_two_trials(tmp_path, *args: str) -> subprocess.Popen:
+def pool_on_two_trials(tmp_path, *args: str, stderr=subprocess.STDOUT) -> subprocess.Popen:
     """A two-worker sweep of 40 small trials, returned once both workers are on a trial. In its
-    own process group, as a terminal's foreground job: Ctrl-C is SIGINT to that group."""
+    own process group, as a terminal's foreground job: Ctrl-C is SIGINT to that group. stderr:
+    with stdout unless told (subprocess.PIPE: apart)."""
     cmd = sweep_cmd(tmp_path, *OPTUNA, *SPACE, "data.limit=2048", "hydra.sweeper.n_trials=40",
                     "hydra.sweeper.n_workers=2", *args)
     p = subprocess.Popen(cmd, cwd=REPO, env=sub_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                         stderr=stderr, text=True, start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and p.poll() is None and running(tmp_path) < 2:
         time.sleep(0.2)
@@ -86,15 +87,36 @@ def pool_on_two_trials(tmp_path, *args: str) -> subprocess.Popen:
     return p
 
 
+SETTINGS = {"study_name": "t", "storage": "sqlite:///x.db", "n_trials": 5, "n_jobs": 1,
+            "max_params": 25000, "objectives": ["val_acc"], "sampler": {"name": "tpe"},
+            "pruner": {"name": "none"}, "max_failure_rate": 0.5, "params": {}}
+
+
 def test_n_workers_setting_is_checked():
-    s = {"study_name": "t", "storage": "sqlite:///x.db", "n_trials": 5, "n_jobs": 1,
-         "max_params": 25000, "objectives": ["val_acc"], "sampler": {"name": "tpe"},
-         "pruner": {"name": "none"}, "max_failure_rate": 0.5, "params": {}}
+    s = SETTINGS
     assert read_settings({**s, "n_workers": "auto"}).n_workers == cores()
     for bad in (0, "many", 1.5):
         with pytest.raises(SweepError, match=f"n_workers = {bad!r}: expected a whole number >= "
                                              "1 .* or auto"):
             read_settings({**s, "n_workers": bad})
+
+
+def test_more_workers_than_cores_are_capped_to_the_cores(tmp_path, caplog):
+    """n_workers=1000 starts one worker per core, not a thousand processes, and says so once."""
+    line = (f"hydra.sweeper.n_workers = 1000: capped to {cores()}, the cores here (more workers "
+            "than cores only slow each other down)")
+    s = SETTINGS
+    assert read_settings({**s, "n_workers": 1000}).n_workers == cores()
+    assert caplog.messages == [line]
+    assert read_settings({**s, "n_workers": cores()}).n_workers == cores()  # no line
+    assert caplog.messages == [line]
+    p = run_cmd(sweep_cmd(tmp_path, *OPTUNA, *SPACE, "hydra.sweeper.n_trials=2",
+                          "hydra.sweeper.n_workers=1000"), timeout=300)
+    assert p.returncode == 0, p.output
+    assert p.output.count(line) == 1, p.output
+    if cores() > 1:
+        assert f"{cores()} workers on this study" in p.output, p.output
+    assert len({m["worker"]["pid"] for m in records(tmp_path).values()}) <= cores()
 
 
 def test_workers_share_the_study_each_loads_data_once_with_its_share_of_threads(tmp_path):
@@ -153,21 +175,30 @@ def test_a_worker_takes_its_next_trial_while_another_still_trains(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
-def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path):
-    p = pool_on_two_trials(tmp_path)
+@pytest.mark.parametrize("to", ["group", "parent"])
+def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path, to):
+    """Ctrl-C (SIGINT to the terminal's process group) or SIGINT to the sweep's process alone:
+    the same one line on stderr as a one-worker sweep, naming the trials failed, and exit 130
+    (it used to be a line per worker and the pool's own, exit 1)."""
+    p = pool_on_two_trials(tmp_path, stderr=subprocess.PIPE)
     workers = children(p.pid)
     assert len(workers) == 2
-    os.killpg(p.pid, signal.SIGINT)
-    out = p.communicate(timeout=120)[0]
-    assert p.returncode == 1 and "sweep interrupted (SIGINT)" in out, out
+    if to == "group":
+        os.killpg(p.pid, signal.SIGINT)
+    else:
+        os.kill(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=120)
     trials = study(tmp_path).trials
-    assert len(trials) < 40 and not [t for t in trials if t.state == TrialState.RUNNING]
     stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert p.returncode == 130 and err.strip().splitlines() == [
+        f"tinycnn: interrupted; trial(s) {', '.join(str(t.number) for t in stopped)} recorded "
+        "failed ('interrupted'). Run the same command again to continue the study."], err + out
+    assert len(trials) < 40 and not [t for t in trials if t.state == TrialState.RUNNING]
     assert 1 <= len(stopped) <= 2 and all(
         t.user_attrs["reason"].startswith("interrupted (KeyboardInterrupt") for t in stopped), \
         ([t.user_attrs.get("reason") for t in stopped], out)
     assert not any(alive(pid) for pid in workers)
-    assert "Traceback" not in out
+    assert "Traceback" not in out + err
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
@@ -252,7 +283,8 @@ def test_a_stop_while_workers_start_is_clean(tmp_path, at):
     assert len(list(hook.glob("[0-9]*"))) == 2, p.communicate(timeout=60)[0]
     os.killpg(p.pid, signal.SIGINT)
     out = p.communicate(timeout=180)[0]
-    assert p.returncode == 1 and "sweep interrupted (SIGINT)" in out, out
+    assert p.returncode == 130 and [x for x in out.splitlines() if "interrupted" in x] == [
+        "tinycnn: interrupted; Run the same command again to continue the study."], out
     assert "Traceback" not in out, out
     assert running(tmp_path) == 0
     if Path(f"{tmp_path}/optuna.db").exists():

@@ -22,6 +22,15 @@ The convention (one image, the network as an int8 microcontroller would run it):
 - flash_bytes: int8 weight bytes: 1 byte per convolution or linear weight plus 4 bytes (an int32
   bias) per output channel of every convolution and linear layer, norms folded into the weights
   and biases before them (so a norm costs nothing).
+
+Training memory (`training_bytes`, the host's or the GPU's, not a device's) is a rough upper
+estimate used only to refuse a run that cannot fit, before anything is allocated: float32
+values, per image, of every map a training step keeps for backward (each conv's output, its
+norm's and its activation's: three maps whatever the norm and activation; a projection
+shortcut's conv and norm; a residual add's scaled input and sum; a pooled map; the classifier's
+features, hidden layer and logits; the normalised input), doubled for their gradients, times
+the batch; plus the same maps once for an evaluation batch (no gradients); plus the weights
+five times (weights, gradients, Adam's two moments, an EMA) and the data in memory.
 """
 
 from dataclasses import asdict, dataclass
@@ -118,3 +127,27 @@ def conv_side(side: int, stride: int) -> int:
     """A same-padded (padding = kernel // 2, odd kernel) conv's output side: ceil(side / stride),
     which is PyTorch's floor((side + 2 * (k // 2) - k) / stride) + 1; never 0."""
     return -(-side // stride)
+
+
+FLOAT_BYTES = 4
+
+
+def forward_floats(b) -> int:
+    """Float32 values one copy of a planned block produces per image in training (see the
+    module's docstring: three maps per conv, the shortcut's two, the add's two, the pool's)."""
+    side = b.layers[-1].size
+    n = sum(3 * layer.c_out * layer.size ** 2 for layer in b.layers)
+    if b.kind == "residual" and b.scale != 0:
+        n += (4 if b.projection else 2) * b.c_out * side ** 2
+    if b.pool > 1:
+        n += b.c_out * b.size ** 2
+    return n
+
+
+def training_bytes(image_floats: int, params: int, batch: int, eval_batch: int,
+                   data_bytes: int) -> dict:
+    """The estimate above, in bytes, by part: {train, eval, fixed}; image_floats is
+    forward_floats summed over the network for one image (tinycnn.model.Plan.forward_floats)."""
+    return {"train": 2 * FLOAT_BYTES * image_floats * batch,
+            "eval": FLOAT_BYTES * image_floats * eval_batch,
+            "fixed": 5 * FLOAT_BYTES * params + data_bytes}

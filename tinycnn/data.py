@@ -7,6 +7,7 @@ gzipped) and CIFAR's python batches. torchvision is imported only to download mi
 
 import gzip
 import io
+import logging
 import math
 import os
 import pickle
@@ -19,8 +20,12 @@ import torch
 from tinycnn.checks import fail, flag, number, whole
 from tinycnn.errors import TinycnnError
 
+log = logging.getLogger("tinycnn")
 FORMATS = ("idx", "cifar")
-DOWNLOAD_TIMEOUT = 30  # s without an answer from the download server before giving up
+# s of silence from the download servers, all mirrors together, before giving up (torchvision
+# tries its mirrors one after another: each gets its share); TINYCNN_DOWNLOAD_TIMEOUT overrides
+DOWNLOAD_TIMEOUT = 30
+TIMEOUT_ENV = "TINYCNN_DOWNLOAD_TIMEOUT"
 # data settings that only say how a batch is normalised, not which images are loaded
 NOT_LOADED = ("mean", "std")
 
@@ -90,6 +95,12 @@ def train_size(d) -> int:
     return min(n, d.limit) if d.get("limit") else n
 
 
+def data_bytes(d) -> int:
+    """Memory the data set takes once loaded, at most: the training images as read and as
+    split, and as many test images again (uint8 pixels, int64 labels)."""
+    return 3 * d.train_size * (d.channels * d.image_size ** 2 + 8)
+
+
 # --- finding the files --------------------------------------------------------------------------
 
 def _places(d) -> list[Path]:
@@ -133,20 +144,46 @@ def _bytes(path: Path) -> bytes:
                            "original file.") from None
 
 
+def download_timeout() -> float:
+    """DOWNLOAD_TIMEOUT, or TINYCNN_DOWNLOAD_TIMEOUT (seconds) when set."""
+    given = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not given:
+        return DOWNLOAD_TIMEOUT
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise TinycnnError(f"{TIMEOUT_ENV} = {given!r}: expected a number of seconds > 0 (the "
+                           f"download's time limit; unset: {DOWNLOAD_TIMEOUT} s)")
+    return seconds
+
+
 def _download(d) -> None:
-    """The files into root through torchvision (its mirrors, checksums, unpacking)."""
+    """The files into root through torchvision (its mirrors, checksums, unpacking), with one
+    line before it starts and an error once the servers have been silent for the time limit."""
     import socket
 
     import torchvision.datasets as tv
     root = Path(str(d.root)).expanduser().resolve()
+    limit = download_timeout()
+    kind = getattr(tv, str(d.download), None)
+    if not isinstance(kind, type):
+        fail("data.download", d.download, "expected the name of a torchvision.datasets class "
+             "that downloads this data set (MNIST, FashionMNIST, KMNIST, EMNIST, CIFAR10)")
+    # torchvision tries each mirror in turn (a class attribute, as CIFAR's single URL has none):
+    # each attempt gets its share of the limit, so silence everywhere ends within the limit.
+    mirrors = len(getattr(kind, "mirrors", None) or [None])
+    log.info("%s: not in %s; downloading it with torchvision into %s (an error after %g s "
+             "without an answer)", d.name, " or ".join(map(str, _places(d))), root / d.folder,
+             limit)
     old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # a server that never answers: an error, not a hang
+    socket.setdefaulttimeout(limit / mirrors)  # per blocking socket call: connect, each read
     try:
-        kind = getattr(tv, str(d.download))
         extra = {"split": d.download_split} if d.get("download_split") else {}
         for train in (True, False):
             kind(str(root), train=train, download=True, **extra)
-    except Exception as exc:  # torchvision raises RuntimeError, URLError etc. offline
+    except Exception as exc:  # torchvision raises RuntimeError, URLError, TimeoutError offline
         why = " ".join(str(exc).split())[:300]
         raise TinycnnError(
             f"{d.name} is not in {' or '.join(map(str, _places(d)))} and could not be downloaded "

@@ -19,7 +19,8 @@ from torch import nn
 from tinycnn.blocks import (ACTIVATIONS, Classifier, ConvBlock, ConvLayer, ResidualBlock, count,
                             norm2d)
 from tinycnn.checks import choice, fail, flag, known, number, whole
-from tinycnn.costs import Cost, Costs, block_cost, classifier_cost, conv_side, costs_of
+from tinycnn.costs import (Cost, Costs, block_cost, classifier_cost, conv_side, costs_of,
+                           forward_floats)
 from tinycnn.errors import ConfigError
 
 MODEL_FIELDS = {"in_channels", "image_size", "num_classes", "activation", "negative_slope", "norm",
@@ -151,6 +152,15 @@ class Plan:
     def costs(self) -> Costs:
         """Parameters, MACs, peak activation bytes and flash bytes (tinycnn/costs.py)."""
         return costs_of(self.rows())
+
+    def forward_floats(self) -> int:
+        """Float32 values a training step produces per image (tinycnn/costs.py): the
+        normalised input, every block's maps, the classifier's features, hidden layer (its
+        linear, norm and activation) and logits."""
+        hidden = self.cfg["classifier"]["hidden"]
+        image = self.cfg["in_channels"] * self.cfg["image_size"] ** 2
+        return image + sum(forward_floats(b) * k for b, k in zip(self.blocks, self.copies)) \
+            + self.head_features + 3 * hidden + self.cfg["num_classes"]
 
 
 def _layers(where, block) -> list:

@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from tinycnn.data import check_data_cfg, train_size, worker_data
-from tinycnn.model import build_model, format_param_table
+from tinycnn.costs import training_bytes
+from tinycnn.data import check_data_cfg, data_bytes, train_size, worker_data
+from tinycnn.model import build_model, format_param_table, plan
 from tinycnn.provenance import code_version, machine, versions
 from tinycnn.record import (METRICS, WEIGHTS, config_key, save_checkpoint, write_config,
                             write_metrics)
@@ -45,6 +46,49 @@ def check_run_cfg(cfg) -> None:
     """The top-level settings: a seed of 1.5 is refused, not truncated to 1."""
     whole("seed", cfg.get("seed"), 0, " (e.g. seed=0)")
     threads.check(cfg.get("threads"))
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free for a run: the GPU's free memory, or the host's MemAvailable from
+    /proc/meminfo; None where it cannot be read (then nothing is refused)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return kb * 1024
+
+
+def check_memory(cfg, available: int | None, where: str = "") -> None:
+    """Refuse, before anything is allocated, a config whose training needs more memory than
+    `available` bytes (tinycnn/costs.py's estimate), naming the batch size to change."""
+    if available is None:
+        return
+    p, t = plan(cfg.model), cfg.train
+    # an evaluation batch holds at most the largest split it evaluates (val or test)
+    n_eval = min(t.eval_batch_size, max(cfg.data.val_size,
+                                        cfg.data.get("test_limit") or cfg.data.train_size))
+    parts = training_bytes(p.forward_floats(), p.total, t.batch_size, n_eval,
+                           data_bytes(cfg.data))
+    need = sum(parts.values())
+    if need <= available:
+        return
+    by_train = parts["train"] >= parts["eval"]  # the larger part names the key to change
+    part, key, other = ("train", "batch_size", "eval_batch_size") if by_train \
+        else ("eval", "eval_batch_size", "batch_size")
+    per_image = parts[part] // (t.batch_size if by_train else n_eval)
+    fits = (available - need + parts[part]) // per_image
+    gib = lambda b: f"{b / 2 ** 30:,.2f} GiB"  # noqa: E731
+    fail(f"train.{key}", t[key], f"training would need about {gib(need)} of memory "
+         f"({gib(parts['train'])} of activations kept for backward at batch {t.batch_size:,}, "
+         f"{gib(parts['eval'])} for an evaluation batch of {n_eval:,}, {gib(parts['fixed'])} "
+         f"of weights and data), more than the {gib(available)} available here{where}; "
+         + (f"use train.{key} <= {fits:,} (or a smaller train.{other})" if fits >= 1 else
+            f"even train.{key}=1 does not fit: use a smaller train.{other} or a smaller network"))
 
 
 def _trial_reporter(cfg):
@@ -123,6 +167,7 @@ def _set_up(cfg):
         fail("train.batch_size", cfg.train.batch_size, f"larger than the training split "
              f"({n_train:,} images); use at most {n_train:,} (or fewer held out: data.val_size)")
     device = pick_device(str(cfg.device))
+    check_memory(cfg, free_memory(device), "" if device.type == "cpu" else f" on {device}")
     log.info("%s", threads.apply(cfg.get("threads")))
     if device.type != "cpu":  # CPU kernels are deterministic as they are; on this torch the
         # switch also imports torch._inductor (1.5 s in every process), so only where it matters

@@ -130,9 +130,11 @@ class OptunaSweep:
                 results = self._loop(study)
             except BaseException as exc:  # a stop between trials: close what this one asked
                 self._close_asked(study, exc)
-                if worker_tag() and isinstance(exc, KeyboardInterrupt):  # told to stop: one line
-                    raise SweepError(f"{worker_tag()}stopped ({exc}); its running trial is "
-                                     "marked failed") from None
+                if worker_tag() and isinstance(exc, KeyboardInterrupt):
+                    # Told to stop by its pool, whose process says so on stderr: here one line
+                    # for the log, exit 130 (tinycnn_sweeper).
+                    log.info("%sstopped (%s); its running trial is marked failed", worker_tag(),
+                             exc)
                 raise
         if not worker_tag():  # in a pool the process that started the workers sums up
             self.summary(study)

@@ -8,6 +8,7 @@ light: optuna and the storage rules are imported only when settings are read.
 """
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -19,6 +20,8 @@ from tinycnn.storage import CONNECT_TIMEOUT
 from tinycnn.threads import cores
 
 from ._errors import SweepError
+
+log = logging.getLogger(__name__)
 
 OBJECTIVES = {"val_acc": "maximize", "params": "minimize", "macs": "minimize",
               "peak_bytes": "minimize", "flash_bytes": "minimize"}
@@ -65,7 +68,8 @@ class TinycnnOptunaConf:
     # Workers on this machine, each taking its next trial as soon as its last ends, each with
     # cores // n_workers threads unless `threads` is set; auto = one per core (README "Sweep
     # speed": 1.22x to 1.40x one worker on an idle 2-core machine on full data, 6.4x on a
-    # loaded one); 1 = this process trains the trials itself.
+    # loaded one), and more than the cores is capped to the cores; 1 = this process trains the
+    # trials itself.
     n_workers: Any = "auto"
     max_params: int = 25000     # budget: bigger networks are recorded infeasible, never trained
     # Budgets for a device (null: none), each checked from the config alone like max_params:
@@ -210,7 +214,11 @@ def _objectives(given) -> List[str]:
 
 
 def n_workers(value) -> int:
-    """hydra.sweeper.n_workers: a whole number >= 1, or auto (one worker per core)."""
+    """hydra.sweeper.n_workers: a whole number >= 1, or auto (one worker per core). More than
+    the cores here is capped to the cores, with one line saying so: each worker is a process
+    with at least one thread, so extra workers only take turns on the same cores (and each
+    holds its own copy of the data); more trials at once come from more machines on one study
+    (docs/storage.md)."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return cores()
     if isinstance(value, str) and value.strip().isdigit():
@@ -218,6 +226,10 @@ def n_workers(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SweepError(f"hydra.sweeper.n_workers = {value!r}: expected a whole number >= 1 "
                          f"(workers on this machine) or auto (one per core: {cores()} here)")
+    if value > cores():
+        log.warning("hydra.sweeper.n_workers = %d: capped to %d, the cores here (more workers "
+                    "than cores only slow each other down)", value, cores())
+        return cores()
     return value
 
 

@@ -60,9 +60,10 @@ def run_pool(sweep, study) -> list:
     trials that a dead worker left RUNNING, and write the study's summary (the workers leave it
     to this process)."""
     from omegaconf import OmegaConf
+    from optuna.trial import TrialState
 
     from ._errors import SweepError
-    from ._trials import state
+    from ._trials import WORKER_ATTR, state
     start = datetime.datetime.now()
     n = sweep.s.n_workers
     threads_set = OmegaConf.select(sweep.config, "threads") not in (None, AUTO)
@@ -79,9 +80,14 @@ def run_pool(sweep, study) -> list:
             sweep.counts["duplicate"] += "duplicate_of" in t.user_attrs
     sweep.summary(study)
     if isinstance(stopped, KeyboardInterrupt):
-        raise SweepError(f"sweep interrupted ({stopped}): the {n} workers stopped "
-                         "and their running trials are marked failed; the same command continues "
-                         "the study") from None
+        # The same one line and exit 130 as one worker's sweep (tinycnn_sweeper), naming the
+        # trials the workers recorded failed; the workers themselves say nothing on stderr.
+        ours = {worker_id(c.pid) for c in pool.children}
+        sweep.interrupted += [t.number for t in study.get_trials(deepcopy=False,
+                                                                  states=(TrialState.FAIL,))
+                              if t.user_attrs.get(WORKER_ATTR) in ours
+                              and str(t.user_attrs.get("reason", "")).startswith("interrupted")]
+        raise stopped
     if stopped is not None:
         raise SweepError(str(stopped)) from None
     return []

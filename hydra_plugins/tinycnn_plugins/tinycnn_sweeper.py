@@ -56,5 +56,6 @@ class TinycnnOptunaSweeper(Sweeper):
             print(exc, file=sys.stderr)
             raise SystemExit(1) from None
         except KeyboardInterrupt:  # the trials it was running are recorded failed by then
-            print(f"tinycnn: interrupted; {self.impl.interrupted_note()}", file=sys.stderr)
+            if not os.environ.get(WORKER_ENV):  # a pool's worker: its pool says it, once
+                print(f"tinycnn: interrupted; {self.impl.interrupted_note()}", file=sys.stderr)
             raise SystemExit(130) from None
