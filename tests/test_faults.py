@@ -114,6 +114,7 @@ def test_unreachable_storage_is_one_masked_line_within_the_timeout(tmp_path, fau
         assert took < limit + 15  # the process start (torch, hydra) plus at most the timeout
 
 
+@pytest.mark.slow
 def test_a_download_server_that_never_answers_is_one_line_within_the_time_limit(tmp_path):
     """No network needed: every URL goes through a proxy (the environment's https_proxy and
     http_proxy, which urllib honours) that accepts connections and never answers. torchvision

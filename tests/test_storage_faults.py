@@ -57,6 +57,11 @@ def test_a_study_refuses_another_sweep_before_any_trial(one_study, tmp_path):
     after = trials(tmp_path / "optuna.db")
     assert len(after) == before and all(t.state == TrialState.COMPLETE for t in after)
 
+
+@pytest.mark.slow
+def test_an_edited_choice_list_is_refused_and_an_accepted_change_recorded(one_study, tmp_path):
+    shutil.copy(one_study / "optuna.db", tmp_path / "optuna.db")
+    before = len(trials(tmp_path / "optuna.db"))
     # a choice list edited: Optuna cannot mix both in one study, so no override helps
     edited = [a.replace("choice(32,64)", "choice(32,128)") for a in SPACE]
     p = run(sweep_cmd(tmp_path, *edited, "hydra.sweeper.accept_changes=true",

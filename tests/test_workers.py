@@ -110,6 +110,12 @@ def test_more_workers_than_cores_are_capped_to_the_cores(tmp_path, caplog):
     assert caplog.messages == [line]
     assert read_settings({**s, "n_workers": cores()}).n_workers == cores()  # no line
     assert caplog.messages == [line]
+
+
+@pytest.mark.slow
+def test_a_sweep_with_more_workers_than_cores_starts_one_per_core(tmp_path):
+    line = (f"hydra.sweeper.n_workers = 1000: capped to {cores()}, the cores here (more workers "
+            "than cores only slow each other down)")
     p = run_cmd(sweep_cmd(tmp_path, *OPTUNA, *SPACE, "hydra.sweeper.n_trials=2",
                           "hydra.sweeper.n_workers=1000"), timeout=300)
     assert p.returncode == 0, p.output
@@ -175,7 +181,7 @@ def test_a_worker_takes_its_next_trial_while_another_still_trains(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
-@pytest.mark.parametrize("to", ["group", "parent"])
+@pytest.mark.parametrize("to", ["group", pytest.param("parent", marks=pytest.mark.slow)])
 def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path, to):
     """Ctrl-C (SIGINT to the terminal's process group) or SIGINT to the sweep's process alone:
     the same one line on stderr as a one-worker sweep, naming the trials failed, and exit 130

@@ -17,7 +17,7 @@ from ._overrides import apply_overrides
 from ._search_space import SpaceError, parse_space
 from ._errors import SweepError
 from ._identity import IDENTITY, check as check_identity
-from ._settings import OBJECTIVES, Settings
+from ._settings import NAME_LIMIT, OBJECTIVES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ def read_space(config: DictConfig, s: Settings, arguments: List[str]) -> Space:
                          "space with sweeps=NAME (see sweeps/), or add one.")
     choices = config.hydra.runtime.choices
     for d in dims.values():
+        if len(d.name) > NAME_LIMIT:
+            raise SweepError(f"{shown(d.key, 60)}: Optuna's storages hold at most {NAME_LIMIT} "
+                             "characters in the column trial_params.param_name; a searched key "
+                             "must be shorter")
         if d.name == "hydra" or d.name.startswith("hydra."):
             raise SweepError(f"{d.key}={d.spec}: Hydra's own settings cannot be searched")
         if d.key.startswith("+") or d.name in choices:
