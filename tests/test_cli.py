@@ -126,6 +126,11 @@ def test_compare_where_sort_top(small_grid, capsys):
     assert code != 0 and "no column or setting named 'colour'" in err
     code, _, err = tinycnn(capsys, "compare", small_grid, "--where", "params")
     assert code != 0 and "KEY OP VALUE" in err
+    for bad, says in (("peak_kb<<2", "< compares numbers, and '<2' is not one"),
+                      ("val_acc>abc", "> compares numbers, and 'abc' is not one"),
+                      ("params=many", "params holds numbers, and 'many' is not one")):
+        code, _, err = tinycnn(capsys, "compare", small_grid, "--where", bad)
+        assert code == 2 and says in err.strip().splitlines()[-1], err  # after the source line
 
 
 def test_compare_defaults_to_the_latest_sweep(small_grid, tmp_path, capsys):

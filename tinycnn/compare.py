@@ -11,6 +11,7 @@ import operator
 import re
 from statistics import mean, stdev
 
+from tinycnn.checks import shown
 from tinycnn.errors import TinycnnError
 from tinycnn.record import Run, recipe, standing
 FIELDS = ("trial", "state", "params", "macs", "peak_kb", "flash_kb", "val_acc", "test_acc",
@@ -189,16 +190,29 @@ def parse_where(expr: str, rows: list[Row]):
     Accuracies are fractions; a value above 1 (val_acc>97) is read as a percentage."""
     m = _WHERE.match(expr)
     if not m:
-        raise TinycnnError(f"cannot read --where {expr!r}: write KEY OP VALUE with OP one of "
+        raise TinycnnError(f"cannot read --where {shown(expr, 60)}: write KEY OP VALUE with OP one of "
                            "= != < <= > >=, e.g. --where 'params<20000' --where state=complete.")
     key, op, raw = m.groups()
     value = _literal(raw)
     if key.endswith("_acc") and isinstance(value, (int, float)) and value > 1:
         value = value / 100
     if rows and not any(_has(r, key) for r in rows):
-        raise TinycnnError(f"--where {expr!r}: no column or setting named {key!r}. "
-                           f"Known: {_available(rows)}.")
+        known = _available(rows)
+        if len(known) > 300:  # the columns, then where to see the settings
+            known = ", ".join(list(FIELDS) + list(ALIASES)) + ", and the settings " \
+                "(`tinycnn compare --wide` shows them)"
+        raise TinycnnError(f"--where {shown(expr, 60)}: no column or setting named "
+                           f"{shown(key, 40)}. Known: {known}.")
     compare = _OPS[op]
+    if op not in ("=", "==", "!=") and not isinstance(value, (int, float)):
+        raise TinycnnError(f"--where {shown(expr, 60)}: {op} compares numbers, and "
+                           f"{shown(raw, 40)} is not one; e.g. --where 'params<20000', "
+                           "--where 'peak_kb<=2.5', or = != for text (state=complete)")
+    numeric = [r.get(key) for r in rows if _has(r, key)
+               and isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+    if numeric and isinstance(value, str):
+        raise TinycnnError(f"--where {shown(expr, 60)}: {key} holds numbers, and "
+                           f"{shown(raw, 40)} is not one")
 
     def predicate(row: Row) -> bool:
         try:
