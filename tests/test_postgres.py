@@ -209,3 +209,34 @@ def test_a_server_gone_mid_sweep_is_one_line_and_the_same_command_continues(pg, 
     assert len(trials) - len(retried) - sum(bool(t.user_attrs.get("surplus")) for t in trials) \
         == 16  # the study is full: every retry replaces a trial the outage left RUNNING
     assert "Warning" not in again.output, again.output  # the retries' constraints: no warning
+
+
+def test_reserved_characters_in_passwords_escaped_connect_unescaped_never_leak(pg):
+    """The password matrix on a real server: each password, percent-escaped in the URL, logs
+    in; written as it is, it logs in where the URL still reads the same, and otherwise is one
+    line that quotes no 3-character piece of it and says how to escape it."""
+    import psycopg
+    from urllib.parse import quote
+
+    from psycopg import sql
+    from test_storage_faults import PASSWORDS, fragments
+    from tinycnn.storage import StorageError, open_storage
+    with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
+        for i, pw in enumerate(PASSWORDS):
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+                sql.Identifier(f"matrix{i}"), sql.Literal(pw)))
+    outcomes = []
+    for i, pw in enumerate(PASSWORDS):
+        url = f"postgresql://matrix{i}:{{}}@127.0.0.1:{pg.port}/tinycnn"
+        optuna.get_all_study_summaries(open_storage(url.format(quote(pw, safe="")), 5))
+        try:
+            open_storage(url.format(pw), 5)
+            outcomes.append("works")
+        except StorageError as exc:
+            text = str(exc)
+            assert f"matrix{i}:***@127.0.0.1" in text
+            assert not any(f in text for f in fragments(pw)), text
+            assert "@ as %40" in text and "% as %25" in text, text
+            outcomes.append("refused")
+    # '@' cannot be read unescaped; '%40' unescaped is read as '@': a wrong password
+    assert outcomes == ["refused", "works", "works", "works", "works", "refused", "refused"]

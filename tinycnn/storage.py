@@ -237,6 +237,10 @@ def storage_failure(exc: BaseException, url: str) -> str | None:
     text = redact(_driver_message(driver or exc), url)
     if any(m in text for m in SQLITE_DAMAGED) and url.startswith("sqlite:///"):
         return damaged(storage_url(url)[len("sqlite:///"):], text)
+    secret = password(url) or ""
+    if "password authentication failed" in text and any(c in secret for c in "@:/?#%"):
+        text += (f"; if the password holds any of @ : / ? # %, write them escaped in the URL: "
+                 f"{ESCAPES}")
     too_long = re.search(r"value too long for type character varying\((\d+)\)", text)
     if too_long:
         return (f"{text}: a study name, searched key or attribute key is longer than the "
