@@ -2,6 +2,7 @@
 with a seed-spread error bar), pruned trials as rings, the Pareto front as a step line, the
 parameter budgets as dashed lines, the paper preset as a star."""
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +13,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from hydra_plugins.tinycnn_plugins.tinycnn_sweeper import TinycnnOptunaConf  # noqa: E402
 from tinycnn.compare import Row  # noqa: E402
+from tinycnn.record import write_bytes_atomic  # noqa: E402
 
 DEFAULT_MAX_PARAMS = TinycnnOptunaConf.max_params  # the sweeper's budget, written there once
 # What the x axis can show: a row's field, and how the axis and a budget line name it.
@@ -76,7 +78,9 @@ def plot_rows(rows: list[Row], path, budgets=(DEFAULT_MAX_PARAMS,), title: str =
 
     ax.set_xlabel(AXES[x][0])
     ax.set_ylabel("validation accuracy (%)")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    lo, hi = ax.get_xlim()
+    digits = 0 if hi - lo >= 10 else 1 if hi - lo >= 1 else 2  # KB axes span a few units
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.{digits}f}"))
     ax.grid(True, alpha=0.3)
     note = f"{len(done)} complete" + (f", {len(pruned)} pruned" if pruned else "") + \
         (f"; {hidden} failed/infeasible not shown" if hidden else "")
@@ -84,6 +88,8 @@ def plot_rows(rows: list[Row], path, budgets=(DEFAULT_MAX_PARAMS,), title: str =
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    buf = io.BytesIO()  # drawn first, then written atomically: never half a picture
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
     return {"complete": len(done), "pruned": len(pruned)}

@@ -94,6 +94,10 @@ def write_json_atomic(path, obj) -> None:
     _atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
+def write_bytes_atomic(path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data))
+
+
 def write_text_atomic(path, text: str) -> None:
     _atomic(path, lambda f: f.write(text.encode()))
 
