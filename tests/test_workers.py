@@ -125,6 +125,7 @@ def test_a_sweep_with_more_workers_than_cores_starts_one_per_core(tmp_path):
     assert len({m["worker"]["pid"] for m in records(tmp_path).values()}) <= cores()
 
 
+@pytest.mark.slow  # a faster sibling: test_sweep.py::test_two_workers_share_one_study_without_duplicates
 def test_workers_share_the_study_each_loads_data_once_with_its_share_of_threads(tmp_path):
     """Two workers, eight trials: every trial number once, trained once, by one of two processes
     that each read MNIST once and run on cores // 2 threads."""
@@ -268,8 +269,9 @@ if os.environ.get("TINYCNN_WORKER"):
 
 # tinycnn.pool: imported by the sweeper plugin just before the worker says it is ready (Hydra
 # loads the plugin itself without sys.meta_path); loop: once Hydra has composed the config.
-@pytest.mark.parametrize("at", ["tinycnn.pool", "hydra_plugins.tinycnn_plugins._loop"],
-                         ids=["before ready", "while Hydra sets up"])
+@pytest.mark.parametrize("at", ["tinycnn.pool", pytest.param(
+    "hydra_plugins.tinycnn_plugins._loop", marks=pytest.mark.slow)],
+    ids=["before ready", "while Hydra sets up"])
 def test_a_stop_while_workers_start_is_clean(tmp_path, at):
     """Ctrl-C while the workers are still starting, at two fixed points (a handshake: each
     worker waits there, and says so in a file, until the stop reaches it): no traceback, no
