@@ -107,7 +107,7 @@ def test_one_bad_record_is_skipped_and_counted_not_fatal(sweep, tmp_path, capsys
     says = "metrics.json field 'val_acc' = 'high': expected an accuracy from 0 to 1"
     code, out, err = tinycnn(capsys, "compare", copy, "--format", "json")
     assert code == 0, err
-    assert "skipped 1 damaged run folder(s)" in err and says in err
+    assert "skipped 1 damaged run(s) or trial(s)" in err and says in err
     assert 3 not in [r["trial"] for r in json.loads(out)] and len(json.loads(out)) == 4
     code, out, err = tinycnn(capsys, "confirm", copy, "--top", "1", "--seeds", "1", "--out",
                              tmp_path / "confirm")

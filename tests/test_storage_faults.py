@@ -277,3 +277,19 @@ def test_a_missing_database_driver_is_one_line(tmp_path):
     line = one_line(p)
     assert p.returncode == 1 and "pip install 'tinycnn[postgres]'" in line, line
     assert "postgresql://me:***@127.0.0.1:9/db" in line and "Zq7Wx9" not in p.output
+
+
+def test_a_trial_attribute_of_the_wrong_kind_is_skipped_and_counted(tmp_path):
+    url = f"sqlite:///{tmp_path}/o.db"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    for i in range(3):
+        t = study.ask()
+        t.set_user_attr("val_acc", "high" if i == 1 else 0.9)
+        t.set_user_attr("params", 100 + i)
+        study.tell(t, 0.9)
+    p = run([sys.executable, "-m", "tinycnn", "compare", "s", "--storage", url, "--format",
+             "json"])
+    assert p.returncode == 0, p.output
+    assert "2 run(s): 2 complete" in p.stderr and json.loads(p.stdout)
+    assert "skipped 1 damaged run(s) or trial(s)" in p.stderr
+    assert "s/trial_1: user attribute val_acc = 'high': expected a number" in p.stderr

@@ -49,7 +49,7 @@ def _collect(args, sources: list[str]):
     for line in found.described:
         _note(line)
     if found.skipped:
-        _warn(f"skipped {len(found.skipped)} damaged run folder(s):")
+        _warn(f"skipped {len(found.skipped)} damaged run(s) or trial(s):")
         for path, why in found.skipped:
             print(f"  {path}: {why}", file=sys.stderr)
     return found
