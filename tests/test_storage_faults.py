@@ -292,4 +292,4 @@ def test_a_trial_attribute_of_the_wrong_kind_is_skipped_and_counted(tmp_path):
     assert p.returncode == 0, p.output
     assert "2 run(s): 2 complete" in p.stderr and json.loads(p.stdout)
     assert "skipped 1 damaged run(s) or trial(s)" in p.stderr
-    assert "s/trial_1: user attribute val_acc = 'high': expected a number" in p.stderr
+    assert "s/trial_1: user attribute 'val_acc' = 'high': expected an accuracy" in p.stderr

@@ -333,7 +333,9 @@ _FIELDS = {"params": "a whole number >= 0", "seed": "a whole number >= 0",
            "train_acc": "an accuracy from 0 to 1", "val_acc": "an accuracy from 0 to 1",
            "test_acc": "an accuracy from 0 to 1", "train_loss": "a number",
            "overrides": "a list of overrides", "params_by_block": "a table of blocks",
-           "error": "a text", "config_key": "a text"}
+           "error": "a text", "config_key": "a text",
+           # also in a study trial's user attributes (hydra_plugins/.../_trials.py)
+           "dir": "a text", "state": "a text", "reason": "a text"}
 
 
 def _field_ok(key: str, v) -> bool:
@@ -353,12 +355,21 @@ def _field_ok(key: str, v) -> bool:
     return isinstance(v, str)
 
 
-def _check_fields(m: dict) -> None:
+def field_problem(fields: dict, what: str = "metrics.json field") -> str | None:
+    """"metrics.json field 'val_acc' = 'high': expected an accuracy from 0 to 1" for the first
+    recorded field of the wrong kind (a run's metrics or a trial's user attributes), else None."""
     for key, want in _FIELDS.items():
-        v = m.get(key)
+        v = fields.get(key)
         if v is not None and not _field_ok(key, v):
             shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:39] + "…"
-            raise DamagedRun(f"metrics.json field {key!r} = {shown}: expected {want}")
+            return f"{what} {key!r} = {shown}: expected {want}"
+    return None
+
+
+def _check_fields(m: dict) -> None:
+    problem = field_problem(m)
+    if problem:
+        raise DamagedRun(problem)
 
 
 # Which run stands for a configuration when several runs record it (a folder and a study naming

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from hydra_plugins.tinycnn_plugins.tinycnn_sweeper import TinycnnOptunaConf
 from tinycnn.errors import TinycnnError
-from tinycnn.record import CONFIG, DamagedRun, Run, config_key_of, is_run_dir, \
+from tinycnn.record import CONFIG, DamagedRun, Run, config_key_of, field_problem, is_run_dir, \
     job_number, load_config, read_metrics, read_run, settings as _settings, standing
 
 DEFAULT_STORAGE = TinycnnOptunaConf.storage  # where a sweep keeps its study unless told
@@ -131,30 +131,6 @@ def study_names(storage) -> list[str]:
     return optuna.study.get_all_study_names(storage)
 
 
-# A trial's user attributes as tinycnn writes them (_trials.py): what each must be if present.
-_ATTR_KINDS = {"val_acc": (int, float), "test_acc": (int, float), "train_acc": (int, float),
-               "seconds": (int, float), "params": int, "macs": int, "peak_bytes": int,
-               "flash_bytes": int, "dir": str, "state": str, "reason": str, "overrides": list,
-               "baseline": bool}
-
-
-def _bad_attr(ua: dict) -> str | None:
-    """'user attribute val_acc = 'high': expected a number' for the first attribute of the wrong
-    kind, else None."""
-    for key, kind in _ATTR_KINDS.items():
-        v = ua.get(key)
-        if v is None:
-            continue
-        ok = isinstance(v, kind) and not (kind != bool and isinstance(v, bool))
-        if ok and isinstance(v, float) and v != v:
-            ok = key == "val_acc"  # a diverged trial may record NaN accuracy
-        if not ok:
-            want = {(int, float): "a number", int: "a whole number", str: "text",
-                    list: "a list", bool: "true or false"}[kind]
-            return f"user attribute {key} = {v!r:.60}: expected {want}"
-    return None
-
-
 def _run_from_trial(trial, study_name: str) -> Run:
     ua = trial.user_attrs
     state = ua.get("state") or _OPTUNA_STATES.get(trial.state.name, trial.state.name.lower())
@@ -225,7 +201,7 @@ def _read_trials(name: str | None, storage, storage_url: str, into: Sources) -> 
         study = optuna.load_study(study_name=study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         for t in trials:
-            bad = _bad_attr(t.user_attrs)
+            bad = field_problem(t.user_attrs, "user attribute")
             if bad:  # written by hand or another tool: skipped and counted, not fatal
                 into.skipped.append((Path(f"{study_name}/trial_{t.number}"), bad))
             else:
