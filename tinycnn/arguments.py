@@ -25,6 +25,18 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
                    help="the config tree (default: ./conf, else the conf/ beside the package)")
 
 
+def _add_table_options(p: argparse.ArgumentParser, json_help: str) -> None:
+    """--format, --settings, --wide: how compare and confirm print their rows."""
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help=f"output format (default: table); {json_help}")
+    p.add_argument("--settings", default=None, metavar="KEYS",
+                   help="setting columns to show, comma-separated (e.g. res1.scale,train.lr), or "
+                   "none (default: every setting that differs between the rows read)")
+    p.add_argument("--wide", action="store_true",
+                   help="every setting column, full notes and full run folders (the default "
+                   "table fits 120 columns)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tinycnn", description="Compare, export, reproduce and evaluate tinycnn runs. "
@@ -45,9 +57,8 @@ def _compare(sub) -> None:
                    help=SOURCE_HELP + "; several may be given; none: the latest sweep under "
                    "outputs/multirun")
     _add_source_options(p)
-    p.add_argument("--format", choices=FORMATS, default="table",
-                   help="output format (default: table). json is a list of objects with trial, "
-                   "state, params, val_acc, test_acc, seconds, dir, ...; accuracies as fractions")
+    _add_table_options(p, "json is a list of objects with trial, state, params, val_acc, "
+                       "test_acc, seconds, dir, ...; accuracies as fractions")
     p.add_argument("--sort", default="state,val_acc", metavar="KEY[:asc|:desc][,KEY...]",
                    help="sort by columns or settings (default: state,val_acc: complete rows "
                    "first, then pruned, failed, infeasible; each by val accuracy). Accuracies "
@@ -56,12 +67,6 @@ def _compare(sub) -> None:
     p.add_argument("--where", action="append", default=[], metavar="EXPR",
                    help="keep rows where EXPR holds, e.g. 'params<20000', state=complete, "
                    "res1.scale>=2, val_acc>0.97 (or >97 for percent); repeat to combine (and)")
-    p.add_argument("--settings", default=None, metavar="KEYS",
-                   help="setting columns to show, comma-separated (e.g. res1.scale,train.lr), or "
-                   "none (default: every setting that differs between the rows read)")
-    p.add_argument("--wide", action="store_true",
-                   help="every setting column, full notes and full run folders (the default "
-                   "table fits 120 columns)")
     p.add_argument("--no-group", action="store_true",
                    help="one row per run instead of one per config with mean ± std over seeds")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG",
@@ -99,15 +104,9 @@ def _confirm(sub) -> None:
                    help="where the new runs and confirmed.json go (default: "
                    "outputs/confirm/<source>)")
     p.add_argument("--data-root", default=None, metavar="DIR",
-                   help="MNIST folder to use instead of the recorded data.root")
-    p.add_argument("--format", choices=FORMATS, default="table",
-                   help="output format (default: table); json: a list of rows with rank, "
-                   "seeds, val_acc_mean, val_acc_std, test_acc_mean, test_acc_std, params, dirs")
-    p.add_argument("--settings", default=None, metavar="KEYS",
-                   help="setting columns, comma-separated, or none (default: those that differ)")
-    p.add_argument("--wide", action="store_true",
-                   help="every setting column and full run folders (the default table fits 120 "
-                   "columns)")
+                   help="data folder to use instead of the recorded data.root")
+    _add_table_options(p, "json is a list of rows with rank, seeds, val_acc_mean, val_acc_std, "
+                       "test_acc_mean, test_acc_std, params, dirs")
     p.add_argument("--deploy", action="store_true",
                    help="also run `tinycnn deploy --int8` on every confirmed seed run and report "
                    "int8 accuracy as mean ± std over the seeds (needs the deploy extra)")

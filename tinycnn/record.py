@@ -392,3 +392,22 @@ def write_config(out_dir, cfg) -> None:
 def write_metrics(out_dir, metrics: dict) -> None:
     """metrics.json, atomically: its presence with status complete means the run finished."""
     write_json_atomic(Path(out_dir) / METRICS, metrics)
+
+
+# --- a sweep folder ------------------------------------------------------------------------------
+
+def sweeper_record(folder: Path) -> dict | None:
+    """hydra.sweeper as the multirun.yaml Hydra wrote in a sweep folder records it (unresolved),
+    or None (no multirun.yaml, or one that cannot be read)."""
+    try:
+        cfg = OmegaConf.load(Path(folder) / "multirun.yaml")
+        sweeper = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.sweeper"), resolve=False)
+    except Exception:
+        return None
+    return sweeper if isinstance(sweeper, dict) else None
+
+
+def sweep_study(sweeper: dict | None) -> tuple[str, str] | None:
+    """(study name, storage) when a sweep folder's sweeper_record is the Optuna sweeper's."""
+    name, storage = (sweeper or {}).get("study_name"), (sweeper or {}).get("storage")
+    return (str(name), str(storage)) if name and storage else None

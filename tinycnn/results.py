@@ -14,12 +14,12 @@ import json
 import os
 from pathlib import Path
 
-from omegaconf import OmegaConf
 
 from hydra_plugins.tinycnn_plugins.tinycnn_sweeper import TinycnnOptunaConf
 from tinycnn.errors import TinycnnError
 from tinycnn.record import CONFIG, DamagedRun, Run, config_key_of, field_problem, is_run_dir, \
-    job_number, load_config, read_metrics, read_run, settings as _settings, standing
+    job_number, load_config, read_metrics, read_run, settings as _settings, standing, \
+    sweep_study, sweeper_record
 
 DEFAULT_STORAGE = TinycnnOptunaConf.storage  # where a sweep keeps its study unless told
 _OPTUNA_STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed",
@@ -223,31 +223,15 @@ def _note_study(into: Sources, budgets, objectives) -> None:
             into.costs.append(o)
 
 
-def _note_sweep(folder: Path, into: Sources) -> None:
-    """A sweep folder's budgets and objectives, from the multirun.yaml Hydra wrote there."""
-    try:
-        cfg = OmegaConf.load(Path(folder) / "multirun.yaml")
-        sweeper = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.sweeper"), resolve=False)
-    except Exception:  # no multirun.yaml, or not one of the tinycnn sweeper's
-        return
-    if not isinstance(sweeper, dict) or "max_params" not in sweeper:
+def _note_sweep(sweeper: dict | None, into: Sources) -> None:
+    """A sweep folder's budgets and objectives, from its sweeper_record."""
+    if not sweeper or "max_params" not in sweeper:  # not one of the tinycnn sweeper's
         return
     budgets = {k[4:]: v for k, v in sweeper.items() if k.startswith("max_")
                and k != "max_failure_rate" and k != "max_retry" and isinstance(v, int)}
     if isinstance(budgets.get("params"), int) and budgets["params"] not in into.budgets:
         into.budgets.append(budgets["params"])
     _note_study(into, budgets, sweeper.get("objectives"))
-
-
-def sweep_study(sweep: Path) -> tuple[str, str] | None:
-    """(study name, storage) when the sweep folder was written by the Optuna sweeper."""
-    try:
-        cfg = OmegaConf.load(Path(sweep) / "multirun.yaml")
-        name = OmegaConf.select(cfg, "hydra.sweeper.study_name", default=None)
-        storage = OmegaConf.select(cfg, "hydra.sweeper.storage", default=None)
-    except Exception:  # no multirun.yaml, or one this code cannot read: nothing to add
-        return None
-    return (str(name), str(storage)) if name and storage else None
 
 
 def collect(sources: list[str], storage: str = DEFAULT_STORAGE,
@@ -260,8 +244,9 @@ def collect(sources: list[str], storage: str = DEFAULT_STORAGE,
         sweep = latest_sweep(outputs)
         into.described.append(f"(no source given: reading the latest sweep, {sweep})")
         read_folder(sweep, into)
-        _note_sweep(sweep, into)
-        study = sweep_study(sweep)
+        sweeper = sweeper_record(sweep)
+        _note_sweep(sweeper, into)
+        study = sweep_study(sweeper)
         if study is not None:
             into.described.append(
                 f"this sweep ran trials of the Optuna study {study[0]!r} ({study[1]}); a study "
@@ -271,7 +256,7 @@ def collect(sources: list[str], storage: str = DEFAULT_STORAGE,
         path = Path(text)
         if path.is_dir():
             read_folder(path, into)
-            _note_sweep(path, into)
+            _note_sweep(sweeper_record(path), into)
         elif path.is_file() and path.name == "metrics.json":
             read_folder(path.parent, into)
         elif path.is_file() and path.suffix in (".db", ".sqlite", ".sqlite3"):

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution
 
 from tinycnn.checks import shown
+from tinycnn.record import sweep_study, sweeper_record
 from tinycnn.storage import mask, storage_url
 
 from ._errors import SweepError
@@ -125,20 +126,15 @@ def _changed_choices(study, space) -> List[str]:
 def check_folder(sweep_dir: Path, s) -> None:
     """The sweep folder must hold no other study's trials (they would be overwritten): checked
     before the study is touched (that it is writable: tinycnn.folders, before the sweep)."""
-    record = sweep_dir / "multirun.yaml"
-    if record.is_file():
-        try:
-            was = OmegaConf.load(record).hydra.sweeper
-            name, storage = was.get("study_name"), str(was.get("storage", ""))
-        except Exception:
-            name, storage = None, ""
-        same_storage = storage in (mask(s.storage), s.shown_url) or _absolute(storage) == \
-            s.shown_url
-        if name != s.study_name or not same_storage:
-            held = f"study {shown(name, 60)} in {storage}" if name else "a sweep of another kind"
-            raise SweepError(f"hydra.sweep.dir = {sweep_dir}: the folder holds {held}, whose "
-                             "trial folders this sweep would overwrite; give it its own "
-                             "folder (hydra.sweep.dir=...), or continue that study there")
+    if not (sweep_dir / "multirun.yaml").is_file():
+        return
+    name, storage = sweep_study(sweeper_record(sweep_dir)) or (None, "")
+    same_storage = storage in (mask(s.storage), s.shown_url) or _absolute(storage) == s.shown_url
+    if name != s.study_name or not same_storage:
+        held = f"study {shown(name, 60)} in {storage}" if name else "a sweep of another kind"
+        raise SweepError(f"hydra.sweep.dir = {sweep_dir}: the folder holds {held}, whose "
+                         "trial folders this sweep would overwrite; give it its own folder "
+                         "(hydra.sweep.dir=...), or continue that study there")
 
 
 def _absolute(storage: str) -> str:
