@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg, run_py
-from tinycnn.data import load_mnist
+from tinycnn.data import load_data
 from tinycnn.errors import ConfigError, Diverged, TinycnnError
 from tinycnn.model import build_model
 from tinycnn.record import load_checkpoint
@@ -39,7 +39,7 @@ def test_run_writes_a_complete_record(tmp_path):
     assert ckpt["params"] == 21_614 and ckpt["model"] == OmegaConf.to_container(cfg.model)
     model = build_model(ckpt["model"])
     model.load_state_dict(ckpt["state_dict"])
-    data = load_mnist(cfg.data)
+    data = load_data(cfg.data)
     assert evaluate(model, data, data.test_x, data.test_y) == m["test_acc"]
 
 
@@ -57,11 +57,11 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
 
 
 def test_validation_split_is_fixed_and_disjoint(mnist_root):
-    a = load_mnist(compose_cfg("data.limit=null", "seed=1").data)
-    b = load_mnist(compose_cfg("data.limit=null", "seed=2").data)
+    a = load_data(compose_cfg("data.limit=null", "seed=1").data)
+    b = load_data(compose_cfg("data.limit=null", "seed=2").data)
     assert torch.equal(a.val_x, b.val_x)  # the split does not follow the training seed
     assert len(a.train_x) == 60_000 - 256 and len(a.val_x) == 256 and len(a.test_x) == 500
-    every = load_mnist(compose_cfg("data.limit=null", "data.val_size=0").data)
+    every = load_data(compose_cfg("data.limit=null", "data.val_size=0").data)
     assert len(every.train_x) == 60_000 and len(every.val_x) == 0
 
 
@@ -102,7 +102,7 @@ def test_config_errors_come_before_data(tmp_path):
 
 def test_missing_data_names_the_folder_and_files(tmp_path):
     with pytest.raises(TinycnnError) as err:
-        load_mnist(compose_cfg(f"data.root={tmp_path}/nowhere").data)
+        load_data(compose_cfg(f"data.root={tmp_path}/nowhere").data)
     msg = str(err.value)
     assert f"{tmp_path}/nowhere/MNIST/raw" in msg and "t10k-labels-idx1-ubyte" in msg
     assert "TINYCNN_DATA" in msg

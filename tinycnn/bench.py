@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from tinycnn.data import load_mnist
+from tinycnn.data import load_data
 from tinycnn.model import build_model
 from tinycnn.record import read_metrics
 from tinycnn.recipe import lr_at, make_optimizer
@@ -70,7 +70,7 @@ def paper_way(cfg, limit, device="cpu"):
 def tinycnn_way(cfg, device="cpu"):
     """Loading included: tinycnn pays it once per run, the paper's loader pays it per batch."""
     start = time.perf_counter()
-    data = load_mnist(cfg.data, device)
+    data = load_data(cfg.data, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model).to(torch.device(device))
     result = train(model, data, cfg.train, cfg.seed)

@@ -291,7 +291,6 @@ def load_data(d, device: torch.device | str = "cpu") -> Data:
                 _stat(d.mean), _stat(d.std))
 
 
-load_mnist = load_data  # the name from when MNIST was the only data set
 
 
 def _stat(v):

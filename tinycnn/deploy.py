@@ -129,6 +129,12 @@ def latency_us(call, x) -> dict:
             "runs": RUNS}
 
 
+def _file_figures(path: Path, run, x1) -> dict:
+    """An ONNX model's file size, the bytes of its stored numbers and its batch-1 latency."""
+    return {"file_bytes": path.stat().st_size, "stored_bytes": _stored_bytes(path),
+            "latency_us": latency_us(run, x1)}
+
+
 def _export(model, path: Path, shape) -> None:
     import torch
     x = torch.zeros(1, *shape)
@@ -209,9 +215,7 @@ def deploy(run_dir, int8: bool = False, data_root=None, calibration: int = 1000,
             raise TinycnnError(f"model.onnx's logits differ from torch's by {diff:.2e} (more than "
                                f"{PARITY_TOL:g}) on {len(xs)} test images; nothing was kept.")
         x1 = data.normalise(first)
-        out["float"].update(file_bytes=onnx_path.stat().st_size,
-                            stored_bytes=_stored_bytes(onnx_path),
-                            latency_us=latency_us(run_onnx, x1))
+        out["float"].update(_file_figures(onnx_path, run_onnx, x1))
         out["torch_latency_us"] = latency_us(model, x1)
 
         if int8:
@@ -223,9 +227,7 @@ def deploy(run_dir, int8: bool = False, data_root=None, calibration: int = 1000,
             out["int8"] = {"calibration_train_images": n,
                            "val_acc": accuracy(run_q, data, data.val_x, data.val_y, batch),
                            "test_acc": accuracy(run_q, data, data.test_x, data.test_y, batch),
-                           "file_bytes": int8_path.stat().st_size,
-                           "stored_bytes": _stored_bytes(int8_path),
-                           "latency_us": latency_us(run_q, x1)}
+                           **_file_figures(int8_path, run_q, x1)}
             if out["int8"]["latency_us"]["median"] > out["float"]["latency_us"]["median"]:
                 out["notes"].append(
                     f"on this machine int8 runs slower than float in onnxruntime at batch 1 "
