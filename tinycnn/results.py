@@ -175,17 +175,10 @@ def _run_from_trial(trial, study_name: str) -> Run:
 def _read_study(name: str | None, storage_url: str, into: Sources,
                connect_timeout: float | None = None) -> None:
     """Add every trial of study `name` in storage_url (all studies there when name is None)."""
-    from tinycnn.storage import mask, storage_failure
+    from tinycnn.storage import mask, storage_calls
     storage = open_storage(storage_url, connect_timeout)
-    try:
+    with storage_calls(storage_url, "while its trials were read"):  # a server gone mid-read
         _read_trials(name, storage, mask(storage_url), into)
-    except Exception as exc:  # a server that went away after the connection was made
-        lost = storage_failure(exc, storage_url)
-        if lost is None:
-            raise
-        raise TinycnnError(f"the Optuna storage {mask(storage_url)} failed while its trials "
-                           f"were read: {lost.rstrip('. ')}. Run the command again once the "
-                           "storage is back.") from None
 
 
 def _read_trials(name: str | None, storage, storage_url: str, into: Sources) -> None:

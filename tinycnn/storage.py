@@ -126,7 +126,7 @@ def _open(url: str, connect_timeout: float,
         with storage.engine.connect() as conn:  # a damaged page is found now, not mid-sweep
             problems = [row[0] for row in conn.exec_driver_sql("PRAGMA quick_check(3)")]
     if problems != ["ok"]:
-        raise DamagedError(damaged(path, " ".join("; ".join(problems).split())[:200]))
+        raise StorageError(damaged(path, " ".join("; ".join(problems).split())[:200]))
     return storage
 
 
@@ -251,10 +251,6 @@ def storage_failure(exc: BaseException, url: str) -> str | None:
 SQLITE_DAMAGED = ("database disk image is malformed", "file is not a database")
 
 
-class DamagedError(StorageError):
-    """A SQLite file that is not a sound database."""
-
-
 def damaged(path: str, why: str) -> str:
     return (f"the SQLite file {path} is damaged ({why}). Keep a copy of it, then recover what "
             f"can be read into a new file: sqlite3 {path} .recover | sqlite3 RECOVERED.db, and "
@@ -264,9 +260,10 @@ def damaged(path: str, why: str) -> str:
 
 @contextlib.contextmanager
 def storage_calls(url: str, doing: str):
-    """Every call into an Optuna storage runs inside this: a storage failure from any of them
-    (open, create, load, ask, tell, attributes, reads) becomes one StorageError line naming the
-    storage (password masked), what was being done, and the cause."""
+    """Calls into an Optuna storage (creating or loading a study, its attributes, compare's
+    reads) run inside this: a storage failure from any of them becomes one StorageError line
+    naming the storage (password masked), what was being done, and the cause (storage_failure,
+    which the sweep loop and a trial's reporter apply to ask, tell and report too)."""
     try:
         yield
     except StorageError:
