@@ -77,6 +77,7 @@ def test_confirm_ranks_by_mean_validation_and_reuses_its_runs(small_sweep, capsy
     header = (conf / "model" / "winner.yaml").read_text()
     assert "confirmed over 4 seeds" in header and f"trial {rows[0]['trial']}" in header
     assert "python run.py +experiment=winner" in out
+    assert "  - override /data: mnist\n" in (conf / "experiment" / "winner.yaml").read_text()
     from hydra import compose, initialize_config_dir
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("config", overrides=["+experiment=winner", "seed=7"])

@@ -190,7 +190,8 @@ def export_trial(run: Run, name: str, conf_dir: Path, force: bool = False,
             write_text_atomic(experiment_path, "# @package _global_\n" + comment +
                               "defaults:\n" + f"  - override /model: {name}\n" +
                               (f"  - override /train: {name}\n" if train_path else "") +
-                              (f"  - override /data: {data_name}\n" if other_data else ""))
+                              # an experiment names its data set, the default one too
+                              (f"  - override /data: {data_name}\n" if data_name else ""))
             written.append(experiment_path)
         # Read the presets back the way run.py will, and check they build the same network.
         composed = _compose(conf_dir, [f"+experiment={name}"] if experiment_path else
