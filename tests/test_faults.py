@@ -189,7 +189,9 @@ def test_killed_worker_trial_is_failed_and_retried_by_the_next_worker(tmp_path):
         worker.wait()
     assert [t.state for t in load(tmp_path, "t").trials] == [TrialState.RUNNING]
     time.sleep(3)  # past the grace period
-    p = run(cmd[:-2] + ["threads=1"])  # the same command (a smaller data.limit: quicker)
+    # The same command on less data (quicker): a change the study records, so it is accepted
+    # explicitly (tests/test_storage_faults.py refuses it without).
+    p = run(cmd[:-2] + ["threads=1", "hydra.sweeper.accept_changes=true"])
     assert p.returncode == 0, p.output
     killed, retry = load(tmp_path, "t").trials
     assert killed.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
