@@ -207,8 +207,8 @@ def test_counted_costs_match_the_built_network():
     assert checked > 30
 
 
-def test_mcu_separable_by_hand():
-    """conf/model/mcu.yaml: a strided first conv, then depthwise-separable stages."""
+def test_mcu_start_separable_by_hand():
+    """conf/model/mcu_start.yaml: a strided first conv, then depthwise-separable stages."""
     s1 = dict(macs=14 * 14 * 8 * 9, flash=8 * 9 + 4 * 8, peak=784 + 8 * 14 * 14)
     # a 3x3 depthwise conv (8 -> 8, stride 2, 14 -> 7), then a 1x1 conv 8 -> 16
     s2 = dict(macs=49 * 8 * 9 + 49 * 16 * 8, flash=(72 + 32) + (128 + 64),
@@ -218,19 +218,19 @@ def test_mcu_separable_by_hand():
     s4 = dict(macs=16 * 24 * 9 + 16 * 32 * 24, flash=(216 + 96) + (768 + 128),
               peak=24 * 49 + 24 * 16)
     head = dict(macs=32 * 10, flash=320 + 40, peak=32 * 16 + 10)
-    c = count_costs(preset("mcu"))
+    c = count_costs(preset("mcu_start"))
     parts = [s1, s2, s3, s4, head]
     assert c.macs == sum(p["macs"] for p in parts) == 65_848
     assert c.flash_bytes == sum(p["flash"] for p in parts) == 2_656
     assert c.peak_bytes == max(p["peak"] for p in parts) == 2_352
-    m = build_model(preset("mcu"))
+    m = build_model(preset("mcu_start"))
     dw, pw = m.blocks["s2"].body[0][0], m.blocks["s2"].body[1][0]
     assert (dw.groups, dw.stride, dw.kernel_size, pw.kernel_size) == (8, (2, 2), (3, 3), (1, 1))
     assert c.params == m.num_params == 2_498
 
 
 def test_a_separable_stage_refuses_groups():
-    cfg = preset("mcu")
+    cfg = preset("mcu_start")
     cfg["blocks"]["s3"]["groups"] = 4
     with pytest.raises(ConfigError, match=r"model\.blocks\.s3\.groups = 4: a separable stage"):
         count_costs(cfg)

@@ -170,7 +170,7 @@ def records(rows: list[Row], settings: list[str]) -> list[dict]:
                 "int8_test_acc_std": r.int8_stats["test_acc"][1]} if r.int8_n else {}),
             "source": r.runs[0].source,
             "settings": {k: r.settings.get(k) for k in settings},
-            "dirs": [str(x.dir) for x in r.seed_runs],
+            "dirs": [display_path(x.dir) for x in r.seed_runs],
         })
     return recs
 

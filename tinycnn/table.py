@@ -172,8 +172,9 @@ def records(rows: list[Row], settings: list[str]) -> list[dict]:
             "pareto": r.pareto, "baseline": r.baseline, "paper": r.paper,
             "settings": {k: r.settings.get(k) for k in settings},
             "reason": r.reason, "source": r.runs[0].source,
-            "dir": str(r.dir) if r.dir else None,
-            "dirs": [str(x.dir) if x.dir else None for x in r.runs],
+            # relative to the working folder when below it, as the table shows them
+            "dir": display_path(r.dir) if r.dir else None,
+            "dirs": [display_path(x.dir) if x.dir else None for x in r.runs],
         })
     return out
 
