@@ -1,12 +1,13 @@
 """Benchmark: the shipped presets as a device sees them. For paper, best25k, best5k, best5k_r2
-and mcu: parameters, MACs, peak activation and flash bytes (int8, tinycnn/costs.py), float and int8 test
-accuracy, the int8 ONNX file's size, and the latency per image of torch (1 thread, batch 1) and
-of onnxruntime's float and int8 models.
+and mcu: parameters, MACs, peak activation and flash bytes (int8, tinycnn/costs.py), float and
+int8 test accuracy, the int8 ONNX file's size, and the latency per image of torch (1 thread,
+batch 1) and of onnxruntime's float and int8 models.
 
     python -m tinycnn.bench_deploy [--presets paper,best5k] [--out outputs/bench_deploy]
 
 Each preset is trained once (seed 0, threads=1, the full training split, its own epochs) into
-OUT/NAME and reused by later calls; then `tinycnn deploy --int8` runs on it (needs the deploy extra).
+OUT/NAME and reused by later calls; then `tinycnn deploy --int8` runs on it (needs the deploy
+extra).
 """
 
 import argparse
