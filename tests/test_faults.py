@@ -258,3 +258,25 @@ def test_a_ctrl_c_while_a_plain_run_loads_torch_is_one_line_and_leaves_no_folder
     assert p.returncode == 130 and p.stderr.strip().splitlines() == [
         "tinycnn: interrupted before training started; nothing was recorded"], p.stderr
     assert list((tmp_path / "outputs").iterdir()) == []
+
+
+def test_a_trial_asked_by_a_worker_that_lost_the_storage_is_failed_and_retried(tmp_path):
+    """A worker asked for a trial, then lost the storage before its first heartbeat (a server
+    stopped in that instant): the trial has no heartbeat, so Optuna never finds it stale. The
+    next sweep fails it once the grace period has passed and runs its configuration again."""
+    from optuna.distributions import FloatDistribution
+    from tinycnn.storage import open_storage
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db", heartbeat=(1, 2, 3))
+    study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
+    orphan = study.ask({"train.lr": FloatDistribution(1e-3, 1e-2)})  # never claimed nor beaten
+    time.sleep(2.5)  # past the grace period
+    p = run(sweep_cmd(tmp_path, *OPTUNA, "train.lr=interval(1e-3,1e-2)", "threads=1",
+                      "hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1",
+                      "hydra.sweeper.grace_period=2"))
+    assert p.returncode == 0, p.output
+    trials = load(tmp_path, "t").trials
+    assert trials[0].state == TrialState.FAIL
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params == orphan.params
+    assert not [t for t in trials if t.state == TrialState.RUNNING]

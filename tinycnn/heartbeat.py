@@ -2,11 +2,13 @@
 of a worker that stopped beating (RDB storages only)."""
 
 import contextlib
+import datetime
 import logging
 import threading
 import warnings
 
 import optuna
+from optuna.trial import TrialState
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +47,39 @@ def supports_heartbeat(storage) -> bool:
         storage.get_heartbeat_interval() is not None
 
 
-def fail_stale_trials(study: optuna.Study, storage) -> None:
+def fail_stale_trials(study: optuna.Study, storage, unclaimed: tuple | None = None) -> None:
     """Optuna's own recovery: trials whose heartbeat stopped longer than the grace period ago
     (their worker was killed) are marked FAIL, and the storage's
-    RetryHeartbeatStaleTrialCallback enqueues each one's parameters again."""
+    RetryHeartbeatStaleTrialCallback enqueues each one's parameters again.
+
+    unclaimed=(attribute, grace period s): also trials RUNNING for longer than the grace period
+    without that user attribute, which a worker sets right after the trial's first heartbeat: a
+    worker that lost the storage between asking for a trial and its first beat leaves one that
+    Optuna never finds stale (it has no heartbeat at all)."""
     if supports_heartbeat(storage):
         with quiet_experimental():
             optuna.storages.fail_stale_trials(study)
+            if unclaimed:
+                _fail_unclaimed(study, storage, *unclaimed)
+
+
+def _fail_unclaimed(study: optuna.Study, storage, attr: str, grace: float) -> None:
+    now = datetime.datetime.now()
+    study_id = storage.get_study_id_from_name(study.study_name)
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if attr in t.user_attrs or t.datetime_start is None or \
+                (now - t.datetime_start).total_seconds() <= grace:
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        try:
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker was quicker
+            continue
+        log.info("trial %d was asked by a worker that lost the storage before it could claim "
+                 "it: failed, and its configuration run again", t.number)
+        if retry is not None:
+            retry(study, storage.get_trial(trial_id))
 
 
 def retried_from(trial: optuna.trial.FrozenTrial) -> int | None:

@@ -157,7 +157,10 @@ class OptunaSweep:
             # held, and raised at the end of the block with this worker's trials noted.
             with held():
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-                fail_stale_trials(study, self.storage)  # a killed worker's trials, retried
+                # a killed worker's trials, and one that lost the storage before its first
+                # beat, retried
+                fail_stale_trials(study, self.storage, (trials.WORKER_ATTR, self.s.heartbeat[1])
+                                  if self.s.heartbeat else None)
                 if self.heartbeat:
                     self.heartbeat.clear()  # the last batch is told
                 batch = self._next_batch(study, judge)
@@ -204,9 +207,11 @@ class OptunaSweep:
                 break
             trial = study.ask(dists)  # (held: see _loop)
             self.asked.append(trial)  # a stop must find the new trial here
-            trials.record(trial, {trials.WORKER_ATTR: worker_id()})  # whose, should it die
             if self.heartbeat:
                 self.heartbeat.add(trial.number)
+            # whose, should it die; set after the first beat, so a trial without it that stays
+            # RUNNING was never beaten for (fail_stale_trials' unclaimed)
+            trials.record(trial, {trials.WORKER_ATTR: worker_id()})
             # A new trial's number counts the trials before it (Optuna numbers them atomically
             # and hands out enqueued ones first). Enqueued ones were asked for: always run.
             enqueued = trial.number < len(seen)
