@@ -27,6 +27,7 @@ EXPERIMENTS = {
     "mnist25k_10ep": ("mnist", 10, {"params": 25_000}),
     "mnist5k_10ep": ("mnist", 10, {"params": 5_000}),
     "fashion25k_10ep": ("fashion_mnist", 10, {"params": 25_000}),
+    "mnist1k_10ep": ("mnist", 10, {"params": 1_000}),
 }
 
 
