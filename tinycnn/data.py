@@ -291,8 +291,6 @@ def load_data(d, device: torch.device | str = "cpu") -> Data:
                 _stat(d.mean), _stat(d.std))
 
 
-
-
 def _stat(v):
     """A normalisation constant: a float, or a list of one per channel."""
     if isinstance(v, (int, float)):
