@@ -125,7 +125,8 @@ def test_a_sweep_with_more_workers_than_cores_starts_one_per_core(tmp_path):
     assert len({m["worker"]["pid"] for m in records(tmp_path).values()}) <= cores()
 
 
-@pytest.mark.slow  # a faster sibling: test_sweep.py::test_two_workers_share_one_study_without_duplicates
+# a faster sibling: test_sweep.py::test_two_workers_share_one_study_without_duplicates
+@pytest.mark.slow
 def test_workers_share_the_study_each_loads_data_once_with_its_share_of_threads(tmp_path):
     """Two workers, eight trials: every trial number once, trained once, by one of two processes
     that each read MNIST once and run on cores // 2 threads."""

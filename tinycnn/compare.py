@@ -190,8 +190,9 @@ def parse_where(expr: str, rows: list[Row]):
     Accuracies are fractions; a value above 1 (val_acc>97) is read as a percentage."""
     m = _WHERE.match(expr)
     if not m:
-        raise TinycnnError(f"cannot read --where {shown(expr, 60)}: write KEY OP VALUE with OP one of "
-                           "= != < <= > >=, e.g. --where 'params<20000' --where state=complete.")
+        raise TinycnnError(f"cannot read --where {shown(expr, 60)}: write KEY OP VALUE with OP "
+                           "one of = != < <= > >=, e.g. --where 'params<20000' --where "
+                           "state=complete.")
     key, op, raw = m.groups()
     value = _literal(raw)
     if key.endswith("_acc") and isinstance(value, (int, float)) and value > 1:

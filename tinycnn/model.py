@@ -42,8 +42,8 @@ HEAD_NORMS = ("sample", "batch", "none")
 # times the paper's budget (and depth costs activation memory far beyond the weights), so only
 # a typo such as out=1000000 or repeat=10000 gets there.
 MAX_PARAMS = 1_000_000
-_LIST_COPIES = 1000
-DEPTHWISE = "depthwise"  # a separable stage's depthwise convs: groups = their input width  # identical repeats beyond this are one row of the parameter table
+_LIST_COPIES = 1000  # identical repeats beyond this are one row of the parameter table
+DEPTHWISE = "depthwise"  # a separable stage's depthwise convs: groups = their input width
 
 
 def _divisors(n: int) -> str:

@@ -38,7 +38,8 @@ def identity(config: DictConfig, s, space) -> Dict[str, Any]:
     for key in list(fixed):
         if key in NOT_COMPARED or any(key == n or key.startswith(n + ".") for n in searched):
             del fixed[key]
-    return {"space": searched, "fixed": fixed, "budgets": dict(s.budgets), "objectives": list(s.objectives),
+    return {"space": searched, "fixed": fixed, "budgets": dict(s.budgets),
+            "objectives": list(s.objectives),
             "sweep_file": config.hydra.runtime.choices.get("sweeps")}
 
 
