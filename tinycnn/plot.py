@@ -84,6 +84,8 @@ def plot_rows(rows: list[Row], path, budgets=(DEFAULT_MAX_PARAMS,), title: str =
     ax.grid(True, alpha=0.3)
     note = f"{len(done)} complete" + (f", {len(pruned)} pruned" if pruned else "") + \
         (f"; {hidden} failed/infeasible not shown" if hidden else "")
+    if title and len(title) > 90:  # several sources: their names would run off the figure
+        title = title[:87] + "..."
     ax.set_title(f"{title}\n{note}" if title else note, fontsize=10)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
