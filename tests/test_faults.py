@@ -260,6 +260,7 @@ def test_a_ctrl_c_while_a_plain_run_loads_torch_is_one_line_and_leaves_no_folder
     assert list((tmp_path / "outputs").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_trial_asked_by_a_worker_that_lost_the_storage_is_failed_and_retried(tmp_path):
     """A worker asked for a trial, then lost the storage before its first heartbeat (a server
     stopped in that instant): the trial has no heartbeat, so Optuna never finds it stale. The

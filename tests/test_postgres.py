@@ -211,6 +211,7 @@ def test_a_server_gone_mid_sweep_is_one_line_and_the_same_command_continues(pg, 
     assert "Warning" not in again.output, again.output  # the retries' constraints: no warning
 
 
+@pytest.mark.slow  # the same matrix offline, fast: test_storage_faults.py
 def test_reserved_characters_in_passwords_escaped_connect_unescaped_never_leak(pg):
     """The password matrix on a real server: each password, percent-escaped in the URL, logs
     in; written as it is, it logs in where the URL still reads the same, and otherwise is one
