@@ -43,11 +43,15 @@ def running(tmp_path) -> int:
         return 0
 
 
-def holders(tmp_path) -> list:
-    """The pids of the workers holding RUNNING trials (their `worker` attr, "host:pid")."""
+def holders(tmp_path, launched: bool = False) -> list:
+    """The pids of the workers holding RUNNING trials (their `worker` attr, "host:pid");
+    launched: only trials on their way to the launcher (`dir`, `overrides`, `baseline`
+    recorded)."""
     with sqlite3.connect(f"file:{tmp_path}/optuna.db?mode=ro", uri=True) as db:
         rows = db.execute("SELECT a.value_json FROM trial_user_attributes a JOIN trials t "
-                          "USING (trial_id) WHERE t.state = 'RUNNING' AND a.key = 'worker'")
+                          "USING (trial_id) WHERE t.state = 'RUNNING' AND a.key = 'worker'"
+                          + (" AND EXISTS (SELECT 1 FROM trial_user_attributes d WHERE "
+                             "d.trial_id = t.trial_id AND d.key = 'baseline')" if launched else ""))
         return [int(json.loads(v).rsplit(":", 1)[1]) for (v,) in rows]
 
 
@@ -222,11 +226,12 @@ def test_a_worker_killed_hard_is_replaced_and_the_sweep_finishes(tmp_path, heart
                     user_attrs={"baseline": True})
     p = pool_on_two_trials(tmp_path, f"hydra.sweeper.heartbeat_interval={heartbeat}",
                            "hydra.sweeper.n_trials=10")
-    # Frozen (SIGSTOP) while it holds a RUNNING trial, not in the instant between two trials.
+    # Frozen (SIGSTOP) while it holds a RUNNING trial that was launched (all its attributes
+    # recorded), not in the instant between two trials or between asking and launching.
     victim, deadline = children(p.pid)[0], time.monotonic() + 60
     while True:
         os.kill(victim, signal.SIGSTOP)
-        if victim in holders(tmp_path) or time.monotonic() > deadline:
+        if victim in holders(tmp_path, launched=True) or time.monotonic() > deadline:
             break
         os.kill(victim, signal.SIGCONT)
         time.sleep(0.05)
