@@ -209,8 +209,8 @@ def parse_where(expr: str, rows: list[Row]):
         raise TinycnnError(f"--where {shown(expr, 60)}: {op} compares numbers, and "
                            f"{shown(raw, 40)} is not one; e.g. --where 'params<20000', "
                            "--where 'peak_kb<=2.5', or = != for text (state=complete)")
-    numeric = [r.get(key) for r in rows if _has(r, key)
-               and isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+    values = [r.get(key) for r in rows if _has(r, key)]
+    numeric = any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     if numeric and isinstance(value, str):
         raise TinycnnError(f"--where {shown(expr, 60)}: {key} holds numbers, and "
                            f"{shown(raw, 40)} is not one")

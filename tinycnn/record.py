@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from tinycnn.checks import shown
 from tinycnn.errors import TinycnnError
 from tinycnn.schema import implied
 
@@ -57,17 +58,17 @@ def write_record(out_dir, cfg, metrics: dict) -> None:
 def read_metrics(out_dir) -> dict:
     """A run folder's metrics.json as a dict; {} when it is absent or unreadable (a run that
     stopped before it wrote one). Readers that must say why use results.read_run."""
-    try:
-        m = json.loads((Path(out_dir) / METRICS).read_text())
-    except (OSError, ValueError):
-        return {}
-    return m if isinstance(m, dict) else {}
+    return _read_json(Path(out_dir) / METRICS)
 
 
 def read_deploy(out_dir) -> dict:
     """deploy.json of a run folder; {} when there is none or it cannot be read."""
+    return _read_json(Path(out_dir) / DEPLOY)
+
+
+def _read_json(path: Path) -> dict:
     try:
-        d = json.loads((Path(out_dir) / DEPLOY).read_text())
+        d = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return d if isinstance(d, dict) else {}
@@ -361,8 +362,7 @@ def field_problem(fields: dict, what: str = "metrics.json field") -> str | None:
     for key, want in _FIELDS.items():
         v = fields.get(key)
         if v is not None and not _field_ok(key, v):
-            shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:39] + "…"
-            return f"{what} {key!r} = {shown}: expected {want}"
+            return f"{what} {key!r} = {shown(v, 40)}: expected {want}"
     return None
 
 
@@ -374,7 +374,7 @@ def _check_fields(m: dict) -> None:
 
 # Which run stands for a configuration when several runs record it (a folder and a study naming
 # the same job, a seed run twice): the one rule every reader applies.
-_STANDING = {"complete": 0, "pruned": 1, "failed": 2, "infeasible": 3, "running": 4, "waiting": 5}
+_STANDING = {state: i for i, state in enumerate(STATUSES)}  # finished first, as listed
 
 
 def standing(run: Run) -> tuple:
